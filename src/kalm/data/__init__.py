@@ -3,4 +3,12 @@
 from kalm.data.atomic import atomic_path, write_json
 from kalm.data.episodes import SCHEMA, Episode, EpisodeFileError, read_episodes, write_episodes
 
-__all__ = ["SCHEMA", "Episode", "EpisodeFileError", "atomic_path", "read_episodes", "write_episodes", "write_json"]
+__all__ = [
+    "SCHEMA",
+    "Episode",
+    "EpisodeFileError",
+    "atomic_path",
+    "read_episodes",
+    "write_episodes",
+    "write_json",
+]

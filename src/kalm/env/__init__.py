@@ -1,8 +1,15 @@
 """CLEVR-Robot on `mujoco` + gymnasium, registered as ``kalm/CLEVRRobot-v0``."""
 
-import gymnasium as gym
+import os
 
-from kalm.env.clevr import MAX_EPISODE_STEPS, CLEVRRobotEnv
+# Headless rendering by default; MUJOCO_GL is read when mujoco is first imported. Use MUJOCO_GL=osmesa
+# (Debian: libosmesa6) where EGL is missing.
+if not os.environ.get("MUJOCO_GL") and not os.environ.get("DISPLAY"):
+    os.environ["MUJOCO_GL"] = "egl"
+
+import gymnasium as gym  # noqa: E402
+
+from kalm.env.clevr import MAX_EPISODE_STEPS, CLEVRRobotEnv  # noqa: E402
 
 ENV_ID = "kalm/CLEVRRobot-v0"
 

@@ -33,7 +33,12 @@ def episode_seeds(seed: int, n: int) -> list[int]:
 
 
 def rollout(
-    env: CLEVRRobotEnv, goal: RelationGoal, seed: int, epsilon: float, episode_id: int, instructions: list[str]
+    env: CLEVRRobotEnv,
+    goal: RelationGoal,
+    seed: int,
+    epsilon: float,
+    episode_id: int,
+    instructions: list[str],
 ) -> Episode:
     """One behaviour-policy episode from a scene seeded by ``seed`` in which ``goal`` does not hold yet."""
     rng = np.random.default_rng(seed)

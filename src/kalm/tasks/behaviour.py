@@ -66,7 +66,7 @@ def action_scores(obs: np.ndarray, goal: RelationGoal) -> np.ndarray:
     hits_path = _segment_distance(others, start, end) < 2 * BALL_RADIUS
     blocked = ((hits_pusher | hits_path) & ~_IS_PUSHED).any(axis=1)
     scores += BLOCKED_PENALTY * blocked
-    scores += np.where(_PUSHED == src, 0.0, np.where(_PUSHED == dst, REFERENCE_BALL_PENALTY, BLOCKED_PENALTY))
+    scores += np.where(src == _PUSHED, 0.0, np.where(dst == _PUSHED, REFERENCE_BALL_PENALTY, BLOCKED_PENALTY))
     return scores
 
 

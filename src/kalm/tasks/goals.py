@@ -224,9 +224,7 @@ class GatherGoal(HardGoal):
     def satisfied(self, obs: np.ndarray) -> int:
         c = ball_xy(obs, self.center)
         return sum(
-            float(np.linalg.norm(ball_xy(obs, other) - c)) < GATHER_RADIUS
-            for other in COLOURS
-            if other != self.center
+            float(np.linalg.norm(ball_xy(obs, other) - c)) < GATHER_RADIUS for other in COLOURS if other != self.center
         )
 
     def to_spec(self) -> dict[str, Any]:

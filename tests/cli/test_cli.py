@@ -1,0 +1,60 @@
+"""The Typer CLI: help, bad params (exit code 2, one line, nothing written) and one stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from kalm import paths
+from kalm.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_the_built_stages() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0 and "collect" in result.output
+    bare = runner.invoke(app, [])
+    assert "Usage" in bare.output
+
+
+def test_bad_params_exit_2_with_one_line_and_write_nothing(tiny_params_file: Path, tmp_path: Path) -> None:
+    data = yaml.safe_load(tiny_params_file.read_text())
+    data["collect"]["episodes"] = -1
+    tiny_params_file.write_text(yaml.safe_dump(data))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = runner.invoke(app, ["collect", "--params", str(tiny_params_file)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "collect.episodes" in lines[0] and "greater than 0" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_unknown_key_exits_2(tiny_params_file: Path) -> None:
+    data = yaml.safe_load(tiny_params_file.read_text())
+    data["collect"]["episods"] = 5
+    tiny_params_file.write_text(yaml.safe_dump(data))
+    result = runner.invoke(app, ["collect", "--params", str(tiny_params_file)])
+    assert result.exit_code == 2 and "collect.episods: unknown key" in result.output
+
+
+def test_collect_command_runs(tiny_params_file: Path, mlflow_store: str) -> None:
+    result = runner.invoke(app, ["collect", "--params", str(tiny_params_file)])
+    assert result.exit_code == 0, result.output
+    assert "collect: 12 episodes" in result.output
+    assert paths.OFFLINE_EPISODES.is_file() and paths.metrics_file("collect").is_file()
+
+
+def test_help_does_not_import_heavy_libraries() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from kalm.cli import app; "
+        "heavy = [m for m in ('mujoco', 'torch', 'transformers', 'trl', 'd3rlpy', 'mlflow') if m in sys.modules]; "
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

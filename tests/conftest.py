@@ -1,0 +1,82 @@
+"""Shared fixtures: every test runs in its own temporary folder, offline, with its own MLflow store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["DVC_NO_ANALYTICS"] = "1"
+os.environ["TYPER_STANDARD_TRACEBACK"] = "1"
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+from kalm.config import Params, parse_params  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+TINY_OVERRIDES = {"collect": {"episodes": 12}}
+
+
+def repo_params() -> dict:
+    """The repository's params.yaml as a dict."""
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def tiny_params_dict() -> dict:
+    """params.yaml with tiny budgets for tests."""
+    data = repo_params()
+    for section, values in TINY_OVERRIDES.items():
+        data[section].update(values)
+    return data
+
+
+@pytest.fixture(scope="session")
+def migrated_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite store created and migrated once per test run (creating one costs seconds)."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}")
+    client.search_experiments()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Path:
+    """Run each test in its own folder; MLflow-using tests get a copy of the migrated store."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+        monkeypatch.delenv(var, raising=False)
+    if "mlflow_store" in request.fixturenames:
+        return tmp_path
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'unused-mlflow.db'}")
+    return tmp_path
+
+
+@pytest.fixture
+def mlflow_store(tmp_path: Path, migrated_mlflow_db: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A per-test MLflow tracking URI backed by a copy of the migrated store."""
+    db = tmp_path / "mlflow.db"
+    shutil.copy(migrated_mlflow_db, db)
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture
+def tiny_params() -> Params:
+    """Validated tiny params."""
+    return parse_params(tiny_params_dict(), "tiny params")
+
+
+@pytest.fixture
+def tiny_params_file(tmp_path: Path) -> Path:
+    """Tiny params written to a file in the test's folder."""
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(tiny_params_dict(), sort_keys=False))
+    return path
