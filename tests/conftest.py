@@ -19,7 +19,11 @@ from kalm.config import Params, parse_params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
-TINY_OVERRIDES = {"collect": {"episodes": 12}}
+TINY_OVERRIDES = {
+    "collect": {"episodes": 12},
+    "llm": {"backbone": "tiny", "num_layers": 0},
+    "ground": {"episodes": 10, "epochs": 1, "batch_size": 4, "diagnostic_episodes": 3, "logging_steps": 1},
+}
 
 
 def repo_params() -> dict:
@@ -80,3 +84,22 @@ def tiny_params_file(tmp_path: Path) -> Path:
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(tiny_params_dict(), sort_keys=False))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random Llama + in-process tokenizer, built once per test run."""
+    from kalm.llm.backbone import build_tiny
+
+    path = tmp_path_factory.mktemp("tiny") / "base"
+    build_tiny(path, seed=0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_episodes(tmp_path_factory: pytest.TempPathFactory) -> list:
+    """A few real behaviour-policy episodes (collected once per test run)."""
+    from kalm.stages.collect import collect_episodes
+
+    params = parse_params({**tiny_params_dict(), "collect": {"episodes": 24, "epsilon": 0.1}})
+    return collect_episodes(params, progress=False)

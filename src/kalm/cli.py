@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from pathlib import Path
@@ -37,14 +38,43 @@ def _load(path: Path) -> Params:
         raise typer.Exit(code=2) from None
 
 
+def _run(stage: str, params: Path) -> dict:
+    """Load params (exit 2 on bad ones), run the stage; a missing or malformed input exits 1 with one line."""
+    loaded = _load(params)
+    module = importlib.import_module(f"kalm.stages.{stage}")
+    from kalm.data import EpisodeFileError
+
+    try:
+        return module.run(loaded)
+    except (FileNotFoundError, EpisodeFileError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=1) from None
+
+
+@app.command("base_model")
+def base_model(params: ParamsOption = Path("params.yaml")) -> None:
+    """Make the backbone a plain HF folder (default: the packaged SmolLM2-135M-Instruct) -> models/base/."""
+    metrics = _run("base_model", params)
+    typer.echo(f"base_model: {metrics['parameters']:,} parameters, {metrics['layers']} layers")
+
+
 @app.command("collect")
 def collect(params: ParamsOption = Path("params.yaml")) -> None:
     """Roll out the scripted behaviour policy on the 80 training goals -> data/offline/episodes.parquet."""
-    loaded = _load(params)
-    from kalm.stages import collect as stage
-
-    metrics = stage.run(loaded)
+    metrics = _run("collect", params)
     typer.echo(
         f"collect: {metrics['episodes']} episodes, success rate {metrics['success_rate']:.3f}, "
         f"mean length {metrics['mean_length']:.2f}"
     )
+
+
+@app.command("ground")
+def ground(params: ParamsOption = Path("params.yaml")) -> None:
+    """Grounding SFT of the LLM on the offline rollouts (4 KALM patterns) -> models/grounded/."""
+    metrics = _run("ground", params)
+    if "explanation_accuracy" in metrics:  # only the main process of `accelerate launch` has the diagnostics
+        typer.echo(
+            f"ground: explanation accuracy {metrics['explanation_accuracy']:.3f}, dynamics MSE "
+            f"{metrics['dynamics_mse']:.5f} (copy {metrics['dynamics_mse_copy_baseline']:.5f}), generation match "
+            f"{metrics['generation_match_rate']:.3f} (untrained {metrics['untrained']['generation_match_rate']:.3f})"
+        )

@@ -7,10 +7,10 @@ are rejected before any work with a one-line ``ConfigError`` naming the key and 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class _Section(BaseModel):
@@ -38,6 +38,47 @@ class CollectConfig(_Section):
     epsilon: float = Field(ge=0.0, le=1.0, description="Probability of a uniformly random action per step.")
 
 
+class LLMConfig(_Section):
+    """The language model grounded by KALM."""
+
+    backbone: str = Field(description="smollm2-135m (packaged), tiny (tests), a local HF folder, or a hub id.")
+    allow_network: bool = Field(description="Allow downloading a hub id backbone (no model hub is needed otherwise).")
+    num_layers: int = Field(ge=0, description="Keep the first k decoder layers (0 = all).")
+    device: Literal["auto", "cpu", "cuda"] = Field(description="auto picks CUDA when present.")
+
+    @model_validator(mode="after")
+    def _backbone_usable(self) -> LLMConfig:
+        from kalm.llm.backbone import describe_backbone
+
+        problem = describe_backbone(self.backbone, self.allow_network)
+        if problem:
+            raise ValueError(f"backbone: {problem}")
+        return self
+
+
+class GroundConfig(_Section):
+    """The `ground` stage: grounding SFT on the four KALM patterns."""
+
+    finetune: Literal["lora", "full"] = Field(description="LoRA (numeric modules fully trained) or every weight.")
+    lora_rank: int = Field(gt=0)
+    lora_alpha: int = Field(gt=0)
+    lora_targets: str = Field(min_length=1, description="all-linear or comma-separated module names.")
+    residual_state: bool = Field(description="State head predicts the change from the latest state (else absolute).")
+    episodes: int = Field(ge=0, description="Offline episodes to train on (0 = all of the training split).")
+    heldout_fraction: float = Field(gt=0.0, lt=1.0, description="Share of episodes held out for diagnostics.")
+    epochs: int = Field(gt=0, description="Passes over the training episodes (phrasings re-sampled each pass).")
+    batch_size: int = Field(gt=0)
+    lr: float = Field(gt=0.0, description="Learning rate of the LM weights (LoRA or all).")
+    numeric_lr: float = Field(gt=0.0, description="Learning rate of the numeric modules (trained from scratch).")
+    weight_decay: float = Field(ge=0.0)
+    warmup_ratio: float = Field(ge=0.0, lt=1.0)
+    max_grad_norm: float = Field(gt=0.0)
+    precision: Literal["auto", "bf16", "fp32"] = Field(description="auto: bf16 where the device supports it.")
+    max_minutes: float = Field(ge=0.0, description="Wall-clock guard on training (0 = none).")
+    diagnostic_episodes: int = Field(gt=0, description="Held-out episodes used for the decoding diagnostics.")
+    logging_steps: int = Field(gt=0)
+
+
 class TrackingConfig(_Section):
     """MLflow tracking (the store is MLFLOW_TRACKING_URI, default sqlite:///mlflow.db)."""
 
@@ -50,7 +91,9 @@ class Params(_Section):
     seed: int = Field(ge=0, description="The one seed every stage derives its randomness from.")
     env: EnvConfig
     goals: GoalsConfig
+    llm: LLMConfig
     collect: CollectConfig
+    ground: GroundConfig
     tracking: TrackingConfig
 
 
@@ -74,6 +117,8 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{key}: unknown key; allowed here: {', '.join(_allowed(Params, loc))}"
     if error["type"] == "missing":
         return f"{key}: missing (every key must be present)"
+    if error["type"] == "value_error":
+        return f"{key}.{error['msg'].removeprefix('Value error, ')}" if key else error["msg"]
     return f"{key}: {error['msg']} (got {error['input']!r})"
 
 

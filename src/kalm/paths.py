@@ -11,3 +11,11 @@ METRICS = Path("metrics")
 def metrics_file(stage: str) -> Path:
     """The metrics JSON of a stage (``metrics/<stage>.json``), read by DVC and logged to MLflow."""
     return METRICS / f"{stage}.json"
+
+
+MODELS = Path("models")
+BASE_MODEL = MODELS / "base"
+GROUNDED_MODEL = MODELS / "grounded"
+
+PLOTS = Path("plots")
+GROUND_LOSS = PLOTS / "ground_loss.csv"

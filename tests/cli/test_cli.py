@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -15,7 +16,8 @@ runner = CliRunner()
 
 def test_help_lists_the_built_stages() -> None:
     result = runner.invoke(app, ["--help"])
-    assert result.exit_code == 0 and "collect" in result.output
+    assert result.exit_code == 0
+    assert all(stage in result.output for stage in ("base_model", "collect", "ground"))
     bare = runner.invoke(app, [])
     assert "Usage" in bare.output
 
@@ -58,3 +60,26 @@ def test_help_does_not_import_heavy_libraries() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("backbone", "message"),
+    [
+        ("no-such-model", "llm.backbone: 'no-such-model' is not smollm2-135m, tiny, an existing local model folder"),
+        ("meta-llama/Llama-2-7b-chat-hf", "a hub id needs llm.allow_network: true"),
+    ],
+)
+def test_bad_backbone_exits_2_before_any_work(tiny_params_file: Path, backbone: str, message: str) -> None:
+    data = yaml.safe_load(tiny_params_file.read_text())
+    data["llm"]["backbone"] = backbone
+    tiny_params_file.write_text(yaml.safe_dump(data))
+    for command in ("base_model", "ground", "collect"):
+        result = runner.invoke(app, [command, "--params", str(tiny_params_file)])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert not paths.BASE_MODEL.exists()
+
+
+def test_missing_upstream_output_exits_1_naming_file_and_stage(tiny_params_file: Path) -> None:
+    result = runner.invoke(app, ["ground", "--params", str(tiny_params_file)])
+    assert result.exit_code == 1
+    assert "data/offline/episodes.parquet: missing (made by `python cli.py collect`)" in result.output

@@ -8,7 +8,7 @@ import yaml
 
 from kalm import paths
 from kalm.cli import app
-from kalm.config import Params
+from kalm.config import Params, flatten
 from tests.conftest import REPO, repo_params
 
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
@@ -39,16 +39,18 @@ def test_every_stage_has_a_command_a_module_and_a_metrics_file() -> None:
         assert all(m[str(paths.metrics_file(name))] == {"cache": False} for m in stage["metrics"])
 
 
-def test_stage_params_are_sections_of_params_yaml() -> None:
+def test_stage_params_are_keys_of_params_yaml() -> None:
+    flat = flatten(repo_params())
     for stage in STAGES.values():
-        for section in stage["params"]:
-            assert section in Params.model_fields
+        for key in stage["params"]:
+            assert key in Params.model_fields or key in flat, key
 
 
 def test_deps_exist_and_name_the_stage_module() -> None:
+    outs = {out for stage in STAGES.values() for out in stage.get("outs", [])}
     for name, stage in STAGES.items():
         for dep in stage["deps"]:
-            assert (REPO / dep).exists(), dep
+            assert dep in outs or (REPO / dep).exists(), dep
         assert f"src/kalm/stages/{name}.py" in stage["deps"]
         assert "src" not in stage["deps"] and "src/kalm" not in stage["deps"]
 
@@ -58,3 +60,12 @@ def test_outputs_are_the_paths_of_kalm_paths() -> None:
     outs = {out for stage in STAGES.values() for out in stage.get("outs", [])}
     assert outs <= declared
     assert str(paths.OFFLINE_EPISODES) in STAGES["collect"]["outs"]
+    assert STAGES["base_model"]["outs"] == [str(paths.BASE_MODEL)]
+    assert STAGES["ground"]["outs"] == [str(paths.GROUNDED_MODEL)]
+    assert [next(iter(p)) for p in STAGES["ground"]["plots"]] == [str(paths.GROUND_LOSS)]
+
+
+def test_stages_depend_on_their_upstream_outputs() -> None:
+    outs = {out: name for name, stage in STAGES.items() for out in stage.get("outs", [])}
+    upstream = {name: {outs[d] for d in stage["deps"] if d in outs} for name, stage in STAGES.items()}
+    assert upstream == {"base_model": set(), "collect": set(), "ground": {"base_model", "collect"}}

@@ -18,3 +18,14 @@ def test_phrasings_follow_the_sample_data() -> None:
     left = training_instructions(RelationGoal("red", "blue", "left"))
     assert "Can you push the red ball to the left of the blue ball" in left
     assert all("purple" not in t for t in left)
+
+
+def test_every_training_phrasing_parses_back_to_its_goal() -> None:
+    from kalm.tasks.language import parse_instruction
+
+    for goal in training_goals():
+        for text in training_instructions(goal):
+            assert parse_instruction(text) == goal, text
+    assert parse_instruction("Push the red ball") is None
+    assert parse_instruction("Push the red ball near the blue ball") is None
+    assert parse_instruction("push the red ball to the left of the red ball") is None

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from kalm.tasks.goals import (
+    AREA_HIGH,
+    AREA_LOW,
     BALL_RADIUS,
     COLOURS,
     N_ACTIONS,
@@ -30,9 +32,6 @@ PUSHER_CLEARANCE = BALL_RADIUS + 0.05  # ball radius + pusher radius
 BLOCKED_PENALTY = 1.0
 REFERENCE_BALL_PENALTY = 0.1
 SUCCESS_SCORE = -1.0
-# Where ball centres can be: the walls minus one radius (reference/clevr-robot.md §1).
-AREA_LOW = np.array([-0.47, -0.17])
-AREA_HIGH = np.array([0.47, 0.57])
 _N_BALLS = len(COLOURS)
 _PUSHED = np.arange(N_ACTIONS) // 8
 _DIRECTION = PUSH_DIRECTIONS[np.arange(N_ACTIONS) % 8]

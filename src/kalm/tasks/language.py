@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from kalm.tasks.goals import RelationGoal
+import re
+
+from kalm.tasks.goals import COLOURS, RelationGoal
 
 # Relation phrasings per direction, in the sample data's order (reference/clevr-robot.md §11.2).
 RELATION_PHRASES: dict[str, tuple[str, str, str]] = {
@@ -41,3 +43,25 @@ def training_instructions(goal: RelationGoal) -> list[str]:
         for pattern in PATTERNS
         for phrase in RELATION_PHRASES[goal.direction]
     ]
+
+
+_PHRASE_TO_DIRECTION = sorted(
+    ((phrase, direction) for direction, phrases in RELATION_PHRASES.items() for phrase in phrases),
+    key=lambda item: -len(item[0]),
+)
+_COLOUR = re.compile(r"\b(" + "|".join(COLOURS) + r")\b")
+
+
+def parse_instruction(text: str) -> RelationGoal | None:
+    """Read a training-language instruction back to its goal: the first two colours named (source, then
+    destination) and the longest relation phrase between them; None when the text names no such goal."""
+    text = text.lower()
+    colours = [(m.group(1), m.start(), m.end()) for m in _COLOUR.finditer(text)]
+    if len(colours) < 2 or colours[0][0] == colours[1][0]:
+        return None
+    (src, _, src_end), (dst, dst_start, _) = colours[0], colours[1]
+    between = f" {text[src_end:dst_start]} "
+    for phrase, direction in _PHRASE_TO_DIRECTION:
+        if f" {phrase} " in between:
+            return RelationGoal(src, dst, direction)
+    return None

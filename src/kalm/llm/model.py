@@ -1,0 +1,239 @@
+"""The grounded model: any causal LM + KALM's numeric modules, its losses, and saving / loading.
+
+The numeric modules live on the LM as the submodule ``kalm_numeric`` so that PEFT can train and save them
+(``modules_to_save``) next to the LoRA weights. Placeholder tokens mark the state and action slots.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kalm.llm.numeric import NumericIO, anchor_states
+from kalm.llm.prompts import ACTION_TOKEN, STATE_TOKEN
+
+NUMERIC = "kalm_numeric"
+META_FILE = "kalm.json"
+NUMERIC_FILE = "numeric.safetensors"
+PROMPT_VERSION = 1
+STATE_LOSS_WEIGHT = 0.5
+ACTION_LOSS_WEIGHT = 0.5
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What is needed to rebuild the grounded model around its base."""
+
+    base_dir: str
+    num_layers: int  # 0 = all
+    finetune: str  # lora | full
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_targets: str = "all-linear"
+    residual_state: bool = True
+
+
+def backbone_of(lm: nn.Module) -> nn.Module:
+    """The decoder stack (e.g. ``LlamaModel``) of a causal LM, through any PEFT wrapper."""
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    return getattr(base, base.base_model_prefix)
+
+
+def numeric_of(lm: nn.Module) -> NumericIO:
+    """The numeric modules in use (PEFT's trainable copy when wrapped)."""
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    module = getattr(base, NUMERIC)
+    if hasattr(module, "modules_to_save"):
+        active = module.active_adapter
+        return module.modules_to_save[active if isinstance(active, str) else active[0]]
+    return module
+
+
+def _truncate(lm: nn.Module, num_layers: int) -> None:
+    if num_layers <= 0:
+        return
+    layers = backbone_of(lm).layers
+    if num_layers > len(layers):
+        raise ValueError(f"llm.num_layers: {num_layers} > the backbone's {len(layers)} layers")
+    backbone_of(lm).layers = layers[:num_layers]
+    lm.config.num_hidden_layers = num_layers
+    if getattr(lm.config, "layer_types", None):
+        lm.config.layer_types = lm.config.layer_types[:num_layers]
+
+
+def _add_placeholders(lm: nn.Module, tokenizer: Any) -> None:
+    """Add the slot tokens; their (unused) embedding rows are the mean of the others, so rebuilding is exact."""
+    tokenizer.add_special_tokens({"additional_special_tokens": [STATE_TOKEN, ACTION_TOKEN]})
+    old = lm.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > old:
+        lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        with torch.no_grad():
+            weight = lm.get_input_embeddings().weight
+            weight[old:] = weight[:old].mean(0, keepdim=True)
+            head = lm.get_output_embeddings()
+            if head is not None and head.weight.data_ptr() != weight.data_ptr():
+                head.weight[old:] = head.weight[:old].mean(0, keepdim=True)
+
+
+def _lora_config(spec: ModelSpec, inference: bool = False):
+    from peft import LoraConfig
+
+    targets: str | list[str] = spec.lora_targets
+    if targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",")]
+    return LoraConfig(
+        r=spec.lora_rank,
+        lora_alpha=spec.lora_alpha,
+        lora_dropout=0.0,  # dropout > 0 costs 1.25-1.55x per step on CPU (reference/cpu-budget.md)
+        target_modules=targets,
+        exclude_modules=rf".*{NUMERIC}.*",
+        modules_to_save=[NUMERIC],
+        inference_mode=inference,
+    )
+
+
+def load_base(spec: ModelSpec, dtype: torch.dtype, seed: int):
+    """The base LM (layers kept, placeholders added) with fresh numeric modules, and its tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(spec.base_dir)
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    lm = AutoModelForCausalLM.from_pretrained(spec.base_dir, dtype=dtype)
+    _truncate(lm, spec.num_layers)
+    _add_placeholders(lm, tokenizer)
+    torch.manual_seed(seed)
+    embed_std = float(lm.get_input_embeddings().weight.float().std())
+    setattr(lm, NUMERIC, NumericIO(lm.config.hidden_size, residual_state=spec.residual_state, embed_std=embed_std))
+    numeric_of(lm).float()
+    return lm, tokenizer
+
+
+def build_trainable(spec: ModelSpec, dtype: torch.dtype, seed: int):
+    """The model to fine-tune: LoRA (numeric modules fully trained) or every weight (full)."""
+    lm, tokenizer = load_base(spec, dtype, seed)
+    if spec.finetune == "lora":
+        from peft import get_peft_model
+
+        lm = get_peft_model(lm, _lora_config(spec))
+    return lm, tokenizer
+
+
+def placeholder_ids(tokenizer: Any) -> tuple[int, int]:
+    """Token ids of the state and action slots."""
+    return tokenizer.convert_tokens_to_ids(STATE_TOKEN), tokenizer.convert_tokens_to_ids(ACTION_TOKEN)
+
+
+def embed(lm: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Input embeddings with the numeric slots filled in."""
+    tokens = lm.get_input_embeddings()(batch["input_ids"])
+    return numeric_of(lm).embed(tokens, batch["kinds"], batch["state_inputs"], batch["action_inputs"])
+
+
+def hidden_states(lm: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Last hidden states (B, L, H) for a right-padded batch."""
+    out = backbone_of(lm)(inputs_embeds=embed(lm, batch), attention_mask=batch["attention_mask"], use_cache=False)
+    return out.last_hidden_state
+
+
+def compute_losses(lm: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """0.5 state MSE + 0.5 action CE + token CE (reference/kalm-method.md §4.4), each a mean over its targets.
+
+    Returns ``loss`` and the components the batch has targets for. Heads and losses run in fp32 outside
+    autocast; the LM head is applied only where a text label exists (it is 49k wide).
+    """
+    hidden = hidden_states(lm, batch)
+    numeric = numeric_of(lm)
+    parts: dict[str, torch.Tensor] = {}
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        state_mask = batch["state_mask"]
+        if state_mask.any():
+            anchors = anchor_states(batch["kinds"], batch["state_inputs"])[state_mask]
+            predicted = numeric.predict_state(hidden[state_mask], anchors)
+            parts["state_loss"] = F.mse_loss(predicted, batch["state_targets"][state_mask])
+        action_mask = batch["action_targets"] != -100
+        if action_mask.any():
+            logits = numeric.action_out(hidden[action_mask].float())
+            parts["action_loss"] = F.cross_entropy(logits, batch["action_targets"][action_mask])
+    label_mask = batch["labels"] != -100
+    if label_mask.any():
+        logits = lm.get_output_embeddings()(hidden[label_mask]).float()
+        parts["token_loss"] = F.cross_entropy(logits, batch["labels"][label_mask])
+    weights = {"state_loss": STATE_LOSS_WEIGHT, "action_loss": ACTION_LOSS_WEIGHT, "token_loss": 1.0}
+    loss = sum(weights[name] * value for name, value in parts.items())
+    return {"loss": loss, **parts}
+
+
+def save_grounded(lm: nn.Module, tokenizer: Any, out_dir: Path, spec: ModelSpec, extra: dict[str, Any]) -> None:
+    """Write the adapter (LoRA + numeric modules) or the full model + numeric modules, tokenizer and kalm.json."""
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if spec.finetune == "lora":
+        # The resized embedding rows of the slot tokens are rebuilt exactly on load; no need to store the matrix.
+        lm.save_pretrained(out_dir, save_embedding_layers=False)
+    else:
+        state = {k: v for k, v in lm.state_dict().items() if not k.startswith(f"{NUMERIC}.")}
+        lm.save_pretrained(out_dir, state_dict=state)
+        numeric = {k: v.detach().contiguous() for k, v in numeric_of(lm).state_dict().items()}
+        save_file(numeric, str(out_dir / NUMERIC_FILE))
+    tokenizer.save_pretrained(out_dir)
+    meta = {
+        "obs_dim": numeric_of(lm).state_in.in_features,
+        "n_actions": numeric_of(lm).action_in.num_embeddings,
+        "base_model": spec.base_dir,
+        "num_layers": spec.num_layers,
+        "finetune": spec.finetune,
+        "lora_rank": spec.lora_rank,
+        "lora_alpha": spec.lora_alpha,
+        "lora_targets": spec.lora_targets,
+        "residual_state": spec.residual_state,
+        "prompt_version": PROMPT_VERSION,
+        "state_token": STATE_TOKEN,
+        "action_token": ACTION_TOKEN,
+        **extra,
+    }
+    (out_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def load_grounded(model_dir: str | Path, base_dir: str | Path | None = None, dtype: torch.dtype = torch.float32):
+    """Reload a grounded model for inference (LoRA merged); returns (model, tokenizer, meta).
+
+    ``base_dir`` overrides the base folder recorded in kalm.json (a path relative to the repository root).
+    """
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = Path(model_dir)
+    meta_path = model_dir / META_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path}: missing (made by `python cli.py ground`)")
+    meta = json.loads(meta_path.read_text())
+    spec = ModelSpec(
+        base_dir=str(base_dir or meta["base_model"]),
+        num_layers=meta["num_layers"],
+        finetune=meta["finetune"],
+        lora_rank=meta["lora_rank"],
+        lora_alpha=meta["lora_alpha"],
+        lora_targets=meta["lora_targets"],
+        residual_state=meta["residual_state"],
+    )
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if spec.finetune == "lora":
+        from peft import PeftModel
+
+        lm, _ = load_base(spec, dtype, seed=0)
+        lm = PeftModel.from_pretrained(lm, model_dir).merge_and_unload()
+    else:
+        lm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+        setattr(lm, NUMERIC, NumericIO(lm.config.hidden_size, residual_state=spec.residual_state).float())
+        numeric_of(lm).load_state_dict(load_file(str(model_dir / NUMERIC_FILE)))
+    lm.eval()
+    return lm, tokenizer, meta

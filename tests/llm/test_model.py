@@ -1,0 +1,121 @@
+"""The grounded model on the tiny backbone: training changes the right weights, save -> load is exact."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kalm.llm.batches import episode_samples, make_batches
+from kalm.llm.generate import generate_rollouts, predict_next_states
+from kalm.llm.model import ModelSpec, build_trainable, load_grounded, numeric_of, placeholder_ids, save_grounded
+from kalm.llm.prompts import SampleBuilder
+from kalm.llm.train import TrainSettings, train
+
+
+def builder_for(tokenizer) -> SampleBuilder:
+    state_id, action_id = placeholder_ids(tokenizer)
+    return SampleBuilder(
+        lambda t: tokenizer(t, add_special_tokens=False)["input_ids"], state_id, action_id, tokenizer.eos_token_id
+    )
+
+
+def trained(tiny_base: Path, episodes: list, finetune: str, tmp_path: Path, steps_from: int = 6):
+    spec = ModelSpec(base_dir=str(tiny_base), num_layers=0, finetune=finetune, lora_rank=4, lora_alpha=8)
+    lm, tokenizer = build_trainable(spec, torch.float32, seed=0)
+    builder = builder_for(tokenizer)
+    rng = np.random.default_rng(0)
+    samples = [s for e in episodes[:steps_from] for s in episode_samples(builder, e, rng)]
+    batches = make_batches(samples, 4, tokenizer.pad_token_id, rng)
+    before = {n: p.detach().clone() for n, p in lm.named_parameters()}
+    settings = TrainSettings(tmp_path / "trainer", 1e-2, 0.0, 0.0, 1.0, False, True, 0, 1, 0.0)
+    trainer, recorder = train(lm, tokenizer, batches, settings)
+    return spec, lm, tokenizer, builder, before, recorder
+
+
+def changed(lm, before) -> dict[str, bool]:
+    return {n: not torch.equal(before[n], p.detach()) for n, p in lm.named_parameters()}
+
+
+def test_lora_training_changes_lora_and_numeric_modules_only(tiny_base, tiny_episodes, tmp_path) -> None:
+    _, lm, _, _, before, recorder = trained(tiny_base, tiny_episodes, "lora", tmp_path)
+    diff = changed(lm, before)
+    trainable = {n for n, p in lm.named_parameters() if p.requires_grad}
+    lora = {n for n in trainable if "lora_B" in n}
+    numeric = {n for n in trainable if "kalm_numeric.modules_to_save" in n}
+    assert lora and all(diff[n] for n in lora)
+    assert len(numeric) == 7 and all(diff[n] for n in numeric), {n: diff[n] for n in numeric}
+    assert not any(diff[n] for n in diff if n not in trainable)  # the frozen base stays as it was
+    assert {"state_loss", "action_loss", "token_loss"} <= {k for row in recorder.rows for k in row}
+
+
+def test_full_finetuning_trains_every_weight(tiny_base, tiny_episodes, tmp_path) -> None:
+    _, lm, _, _, before, _ = trained(tiny_base, tiny_episodes, "full", tmp_path)
+    diff = changed(lm, before)
+    numeric = [n for n in diff if n.startswith("kalm_numeric.")]
+    assert len(numeric) == 7 and all(diff[n] for n in numeric)
+    assert sum(diff.values()) >= len(diff) - 1  # every tensor (the unused placeholder rows aside) moved
+
+
+OUTPUTS = """
+import json, sys
+import numpy as np, torch
+from kalm.llm.model import load_grounded, placeholder_ids
+from kalm.llm.prompts import SampleBuilder
+from kalm.llm.generate import predict_next_states
+lm, tok, meta = load_grounded(sys.argv[1], base_dir=sys.argv[2])
+s_id, a_id = placeholder_ids(tok)
+b = SampleBuilder(lambda t: tok(t, add_special_tokens=False)["input_ids"], s_id, a_id, tok.eos_token_id)
+states = np.array(json.loads(sys.argv[3]), dtype=np.float32)
+print(json.dumps(predict_next_states(lm, b, tok.pad_token_id, states, np.arange(len(states)) % 40).tolist()))
+"""
+
+
+@pytest.mark.parametrize("finetune", ["lora", "full"])
+def test_save_load_round_trip_in_a_fresh_process(tiny_base, tiny_episodes, tmp_path, finetune) -> None:
+    spec, lm, tokenizer, builder, _, _ = trained(tiny_base, tiny_episodes, finetune, tmp_path, steps_from=3)
+    out = tmp_path / "grounded"
+    save_grounded(lm, tokenizer, out, spec, {"backbone": "tiny"})
+    meta = json.loads((out / "kalm.json").read_text())
+    assert meta["finetune"] == finetune and meta["obs_dim"] == 10 and meta["n_actions"] == 40
+    states = np.stack([e.observations[0] for e in tiny_episodes[:5]])
+    lm.eval()
+    in_memory = predict_next_states(lm, builder, tokenizer.pad_token_id, states, np.arange(5) % 40)
+    reloaded, tok2, _ = load_grounded(out, base_dir=tiny_base)
+    here = predict_next_states(reloaded, builder_for(tok2), tok2.pad_token_id, states, np.arange(5) % 40)
+    fresh = subprocess.run(
+        [sys.executable, "-c", OUTPUTS, str(out), str(tiny_base), json.dumps(states.tolist())],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    np.testing.assert_array_equal(np.array(json.loads(fresh.stdout.strip().splitlines()[-1])), here)
+    np.testing.assert_allclose(here, in_memory, atol=1e-5)  # merging LoRA reorders float sums
+    assert not np.allclose(in_memory, states)  # trained: not the zero-initialised "nothing moves" head
+
+
+def test_rollout_generation_stops_at_success(tiny_base, tiny_episodes) -> None:
+    spec = ModelSpec(base_dir=str(tiny_base), num_layers=0, finetune="lora")
+    lm, tokenizer = build_trainable(spec, torch.float32, seed=0)
+    lm.eval()
+    builder = builder_for(tokenizer)
+    starts = np.stack([e.observations[0] for e in tiny_episodes[:3]])
+    calls = []
+
+    def stop_on_third(row, prev, action, nxt):
+        calls.append(row)
+        return row == 1 and sum(c == 1 for c in calls) == 3
+
+    rollouts = generate_rollouts(lm, builder, tokenizer.pad_token_id, ["go"] * 3, starts, 5, stop_on_third)
+    lengths = [len(a) for _, a, _ in rollouts]
+    assert lengths == [5, 3, 5] and [ok for *_, ok in rollouts] == [False, True, False]
+    for (states, actions, _), start in zip(rollouts, starts, strict=True):
+        assert states.shape == (len(actions) + 1, 10) and np.array_equal(states[0], start)
+        # An untrained residual head predicts "nothing moves".
+        np.testing.assert_allclose(states[1:], np.broadcast_to(start, states[1:].shape), atol=1e-5)
+    assert numeric_of(lm).residual_state

@@ -1,0 +1,98 @@
+"""The four SFT patterns: slot layout, which position predicts what, and batching."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kalm.llm.batches import collate, make_batches
+from kalm.llm.numeric import anchor_states, denormalise, normalise
+from kalm.llm.prompts import ACTION, IGNORE, STATE, TEXT, SampleBuilder
+
+STATE_ID, ACTION_ID, EOS = 1000, 1001, 2
+
+
+def tokenize(text: str) -> list[int]:
+    """A stand-in tokenizer: one id per character (no special tokens)."""
+    return [ord(c) % 500 + 3 for c in text]
+
+
+BUILDER = SampleBuilder(tokenize, STATE_ID, ACTION_ID, EOS)
+RNG = np.random.default_rng(0)
+STATES = RNG.uniform(-1, 1, (4, 10)).astype(np.float32)  # T = 3
+ACTIONS = np.array([5, 17, 39])
+
+
+def test_generation_layout_and_targets() -> None:
+    s = BUILDER.generation("Push the red ball left the blue ball", STATES, ACTIONS)
+    slots = np.flatnonzero(s.kinds != TEXT)
+    assert list(s.kinds[slots]) == [STATE, ACTION, STATE, ACTION, STATE, ACTION, STATE]
+    assert slots[0] == len(s) - 7 and list(s.input_ids[slots[:2]]) == [STATE_ID, ACTION_ID]
+    np.testing.assert_array_equal(s.state_inputs[slots[::2]], STATES)
+    np.testing.assert_array_equal(s.action_inputs[slots[1::2]], ACTIONS)
+    # s_0 from the last prompt token, a_t from s_t's slot, s_t+1 from a_t's slot.
+    assert list(np.flatnonzero(s.state_mask)) == [slots[0] - 1, *slots[1::2]]
+    np.testing.assert_array_equal(s.state_targets[s.state_mask], STATES)
+    assert list(np.flatnonzero(s.action_targets != IGNORE)) == list(slots[::2][:3])
+    np.testing.assert_array_equal(s.action_targets[slots[::2][:3]], ACTIONS)
+    assert np.all(s.labels == IGNORE)
+    assert tokenize("Instruction: Push the red ball left the blue ball.\nTrajectory:")[-5:] == list(
+        s.input_ids[slots[0] - 5 : slots[0]]
+    )
+
+
+def test_dynamics_and_terminal_predict_from_the_last_position() -> None:
+    d = BUILDER.dynamics(STATES[1], 17, STATES[2])
+    assert list(d.kinds[d.kinds != TEXT]) == [STATE, ACTION]
+    assert list(np.flatnonzero(d.state_mask)) == [len(d) - 1]
+    np.testing.assert_array_equal(d.state_targets[-1], STATES[2])
+    assert np.all(d.action_targets == IGNORE) and np.all(d.labels == IGNORE)
+    t = BUILDER.terminal("Keep the red ball behind the cyan ball", STATES[0], STATES[-1])
+    assert list(t.kinds[t.kinds != TEXT]) == [STATE]
+    np.testing.assert_array_equal(t.state_targets[-1], STATES[-1])
+    assert t.state_mask.sum() == 1 and t.state_mask[-1]
+
+
+def test_explanation_scores_only_the_answer() -> None:
+    answer = " Push the red ball left the blue ball."
+    s = BUILDER.explanation("Push the red ball left the blue ball", STATES, ACTIONS)
+    scored = np.flatnonzero(s.labels != IGNORE)
+    answer_ids = tokenize(answer) + [EOS]
+    # Each scored position predicts the next token: from the prompt's last token to the answer's EOS.
+    assert list(s.labels[scored]) == answer_ids
+    assert scored[0] == len(s) - len(answer_ids) - 1 and s.labels[-1] == IGNORE
+    assert not s.state_mask.any() and np.all(s.action_targets == IGNORE)
+    prefix = BUILDER.explanation(None, STATES, ACTIONS)
+    np.testing.assert_array_equal(prefix.input_ids, s.input_ids[: len(prefix)])
+
+
+def test_batches_hold_one_pattern_trimmed_to_the_longest() -> None:
+    samples = [BUILDER.generation("go", STATES[: t + 1], ACTIONS[:t]) for t in (1, 2, 3)]
+    samples += [BUILDER.dynamics(STATES[0], 3, STATES[1]) for _ in range(3)]
+    batches = make_batches(samples, 2, pad_id=0, rng=np.random.default_rng(0))
+    assert len(batches) == 4
+    for batch in batches:
+        lengths = batch["attention_mask"].sum(1)
+        assert batch["input_ids"].shape[1] == int(lengths.max())
+        for row, n in enumerate(lengths.tolist()):
+            assert batch["attention_mask"][row, :n].all() and not batch["attention_mask"][row, n:].any()
+            assert not batch["state_mask"][row, n:].any() and (batch["labels"][row, n:] == IGNORE).all()
+    kinds = {tuple(sorted(set(b["kinds"].flatten().tolist()))) for b in batches}
+    assert kinds == {(TEXT, STATE, ACTION)}
+
+
+def test_anchor_is_the_latest_state_slot() -> None:
+    s = BUILDER.generation("go", STATES, ACTIONS)
+    batch = collate([s], pad_id=0)
+    anchors = anchor_states(batch["kinds"], batch["state_inputs"])[0].numpy()
+    slots = np.flatnonzero(s.kinds != TEXT)
+    assert np.all(anchors[: slots[0]] == 0)
+    for t, (state_slot, action_slot) in enumerate(zip(slots[::2], slots[1::2], strict=False)):
+        np.testing.assert_array_equal(anchors[state_slot], STATES[t])
+        np.testing.assert_array_equal(anchors[action_slot], STATES[t])
+
+
+def test_normalisation_round_trip() -> None:
+    raw = np.array([[-0.6, -0.3, 0.6, 0.7, 0.0, 0.2, 0.1, 0.1, -0.2, 0.5]], dtype=np.float32)
+    norm = normalise(raw)
+    np.testing.assert_allclose(norm[0, :4], [-1, -1, 1, 1], atol=1e-6)
+    np.testing.assert_allclose(denormalise(norm), raw, atol=1e-6)
