@@ -76,7 +76,7 @@ print(json.dumps(predict_next_states(lm, b, tok.pad_token_id, states, np.arange(
 """
 
 
-@pytest.mark.parametrize("finetune", ["lora", "full"])
+@pytest.mark.parametrize("finetune", ["lora", pytest.param("full", marks=pytest.mark.slow)])
 def test_save_load_round_trip_in_a_fresh_process(tiny_base, tiny_episodes, tmp_path, finetune) -> None:
     spec, lm, tokenizer, builder, _, _ = trained(tiny_base, tiny_episodes, finetune, tmp_path, steps_from=3)
     out = tmp_path / "grounded"
