@@ -119,9 +119,8 @@ def main() -> None:
     print(f"samples/s {args.batch * len(times) / seconds:.2f}   positions/s {sum(positions) / seconds:.0f}")
     print(f"model GFLOP/s {achieved:.1f} = {100 * achieved / peak:.0f} % of the {'bf16' if bf16 else 'fp32'} peak")
     if not bf16:
-        print(
-            f"  ({achieved / peaks['bf16']:.0f}x the bf16 matmul rate this CPU reaches{'' if native_bf16 else ' by emulation'})"
-        )
+        how = "" if native_bf16 else " by emulation"
+        print(f"  ({achieved / peaks['bf16']:.0f}x the bf16 matmul rate this CPU reaches{how})")
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def load_base(spec: ModelSpec, dtype: torch.dtype, seed: int):
     _truncate(lm, spec.num_layers)
     _add_placeholders(lm, tokenizer)
     torch.manual_seed(seed)
-    embed_std = float(lm.get_input_embeddings().weight.float().std())
+    embed_std = float(lm.get_input_embeddings().weight.detach().float().std())
     setattr(lm, NUMERIC, NumericIO(lm.config.hidden_size, residual_state=spec.residual_state, embed_std=embed_std))
     numeric_of(lm).float()
     return lm, tokenizer
