@@ -23,6 +23,7 @@ TINY_OVERRIDES = {
     "collect": {"episodes": 12},
     "llm": {"backbone": "tiny", "num_layers": 0},
     "ground": {"episodes": 10, "epochs": 1, "batch_size": 4, "diagnostic_episodes": 3, "logging_steps": 1},
+    "imagine": {"rephrase": 4, "easy": 4, "hard": 2, "batch_size": 4, "render": 1},
 }
 
 

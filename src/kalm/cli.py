@@ -78,3 +78,11 @@ def ground(params: ParamsOption = Path("params.yaml")) -> None:
             f"{metrics['dynamics_mse']:.5f} (copy {metrics['dynamics_mse_copy_baseline']:.5f}), generation match "
             f"{metrics['generation_match_rate']:.3f} (untrained {metrics['untrained']['generation_match_rate']:.3f})"
         )
+
+
+@app.command("imagine")
+def imagine(params: ParamsOption = Path("params.yaml")) -> None:
+    """Imaginary rollouts of the grounded LLM for novel goals -> data/imagined/{rephrase,easy,hard}.parquet."""
+    metrics = _run("imagine", params)
+    rates = ", ".join(f"{level} {m['match_rate']:.3f}" for level, m in metrics["levels"].items())
+    typer.echo(f"imagine: match rate {rates}")

@@ -79,6 +79,17 @@ class GroundConfig(_Section):
     logging_steps: int = Field(gt=0)
 
 
+class ImagineConfig(_Section):
+    """The `imagine` stage: imaginary rollouts of the grounded LLM for the novel levels."""
+
+    rephrase: int = Field(ge=0, description="Rollouts for the rephrase level (paper: 5,600).")
+    easy: int = Field(ge=0, description="Rollouts for the unseen easy level, one step each (paper: 72,400).")
+    hard: int = Field(ge=0, description="Rollouts for the unseen hard level (paper: 1,680).")
+    batch_size: int = Field(gt=0, description="Rollouts decoded together (one KV cache).")
+    filter: bool = Field(description="Drop rollouts that leave the workbench or exceed the dynamics limit.")
+    render: int = Field(ge=0, description="Rollouts per level drawn as image strips into reports/imagine/.")
+
+
 class TrackingConfig(_Section):
     """MLflow tracking (the store is MLFLOW_TRACKING_URI, default sqlite:///mlflow.db)."""
 
@@ -94,6 +105,7 @@ class Params(_Section):
     llm: LLMConfig
     collect: CollectConfig
     ground: GroundConfig
+    imagine: ImagineConfig
     tracking: TrackingConfig
 
 

@@ -4,6 +4,14 @@ from pathlib import Path
 
 DATA = Path("data")
 OFFLINE_EPISODES = DATA / "offline" / "episodes.parquet"
+IMAGINED = DATA / "imagined"
+NOVEL_LEVELS = ("rephrase", "easy", "hard")
+
+
+def imagined_episodes(level: str) -> Path:
+    """The imagined rollouts of one novel level (``data/imagined/<level>.parquet``)."""
+    return IMAGINED / f"{level}.parquet"
+
 
 METRICS = Path("metrics")
 
@@ -19,3 +27,6 @@ GROUNDED_MODEL = MODELS / "grounded"
 
 PLOTS = Path("plots")
 GROUND_LOSS = PLOTS / "ground_loss.csv"
+
+REPORTS = Path("reports")
+IMAGINE_REPORTS = REPORTS / "imagine"
