@@ -90,6 +90,62 @@ class ImagineConfig(_Section):
     render: int = Field(ge=0, description="Rollouts per level drawn as image strips into reports/imagine/.")
 
 
+class BCParams(_Section):
+    """DiscreteBC hyper-parameters (defaults: the paper's Table 3)."""
+
+    batch_size: int = Field(gt=0, description="Paper: 100.")
+    lr: float = Field(gt=0.0, description="Adam learning rate (paper: 1e-3).")
+    beta: float = Field(ge=0.0, description="Imitation weight: logit regulariser of d3rlpy's DiscreteBC (paper: 0.5).")
+
+
+class CQLParams(_Section):
+    """DiscreteCQL hyper-parameters (defaults: the paper's Table 3 and the reference code)."""
+
+    batch_size: int = Field(gt=0, description="Paper: 32.")
+    lr: float = Field(gt=0.0, description="Adam learning rate (paper: 6.25e-5).")
+    alpha: float = Field(ge=0.0, description="Conservative weight (paper: 10).")
+    gamma: float = Field(gt=0.0, le=1.0, description="Discount (paper: 0.99).")
+    n_critics: int = Field(ge=1, le=10, description="Q functions in the ensemble (reference code: 1).")
+    target_update_interval: int = Field(gt=0, description="Steps between target syncs (reference code: 8000).")
+
+
+class TrainConfig(_Section):
+    """The `train` stage: d3rlpy offline RL on real (+ imagined) episodes, one policy per variant, algo and seed."""
+
+    seeds: int = Field(gt=0, le=100, description="Policies per variant x algo, each with its own seed.")
+    steps: int = Field(gt=0, description="Gradient steps per policy (paper: 500,000).")
+    steps_per_epoch: int = Field(gt=0, description="Steps between two points of the learning curves.")
+    mix: Literal["uniform", "balanced"] = Field(
+        description="kalm variant: uniform over all transitions, or half of each batch imagined (the paper)."
+    )
+    encoder: str = Field(description="Goal encoder: all-minilm-l6-v2 (packaged) or a sentence-transformers folder.")
+    hidden_units: list[int] = Field(min_length=1, description="Encoder MLP widths, ReLU (paper: [256, 256]).")
+    threads: int = Field(ge=1, le=256, description="torch threads (2 oversubscribe a shared 2-core CPU).")
+    bc: BCParams
+    cql: CQLParams
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.steps_per_epoch > self.steps:
+            raise ValueError(f"steps_per_epoch: {self.steps_per_epoch} is more than steps ({self.steps})")
+        if any(u <= 0 for u in self.hidden_units):
+            raise ValueError(f"hidden_units: {self.hidden_units} must all be positive")
+        from kalm.rl.encoder import describe_encoder
+
+        problem = describe_encoder(self.encoder)
+        if problem:
+            raise ValueError(f"encoder: {problem}")
+        return self
+
+
+class EvaluateConfig(_Section):
+    """The `evaluate` stage: success rates per level on seeded episodes, the same starts for every policy."""
+
+    episodes: int = Field(gt=0, description="Episodes per level and policy for train, rephrase, hard (paper: 111).")
+    easy_episodes: int = Field(gt=0, description="Episodes of the one-step easy level (paper: 666).")
+    render: int = Field(ge=0, description="Episodes per level drawn as image strips for each policy (first seed).")
+
+
 class TrackingConfig(_Section):
     """MLflow tracking (the store is MLFLOW_TRACKING_URI, default sqlite:///mlflow.db)."""
 
@@ -106,6 +162,8 @@ class Params(_Section):
     collect: CollectConfig
     ground: GroundConfig
     imagine: ImagineConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
     tracking: TrackingConfig
 
 
