@@ -73,6 +73,10 @@ def _device(lm) -> torch.device:
     return next(lm.parameters()).device
 
 
+Rollout = tuple[np.ndarray, np.ndarray, bool]
+SuccessTest = Callable[[int, np.ndarray, int, np.ndarray], bool]
+
+
 @torch.no_grad()
 def generate_rollouts(
     lm,
@@ -80,35 +84,42 @@ def generate_rollouts(
     pad_id: int,
     instructions: Sequence[str],
     initial_states: np.ndarray,
-    max_steps: int,
-    is_success: Callable[[int, np.ndarray, int, np.ndarray], bool] | None = None,
-) -> list[tuple[np.ndarray, np.ndarray, bool]]:
-    """Greedy imaginary rollouts from real initial states: a_t = argmax of the action head, s_t+1 from the state
-    head. A row stops at its first success (``is_success(row, prev_state, action, next_state)`` on raw states).
+    max_steps: int | Sequence[int],
+    is_success: SuccessTest | None = None,
+) -> list[Rollout]:
+    """Greedy imaginary rollouts from real initial states, batched with one KV cache: a_t = argmax of the action
+    head, s_t+1 from the state head. Each step appends two positions (the action, then the state) to every row.
 
+    A row stops at its first success (``is_success(row, prev_state, action, next_state)`` on raw states) or at its
+    own ``max_steps`` (one int for all rows, or one per row: 1 for easy goals); the batch stops when all have.
     Returns per row (states (T+1, 10) raw, actions (T,), success).
     """
+    n = len(instructions)
+    limits = np.broadcast_to(np.asarray(max_steps, dtype=np.int64), (n,))
     samples = [builder.generation_prompt(i, normalise(s)) for i, s in zip(instructions, initial_states, strict=True)]
     decoder = Decoder(lm, _left_pad(samples, pad_id, _device(lm)))
-    n = len(samples)
+    numeric = numeric_of(lm)
     states = [[np.asarray(s, dtype=np.float32)] for s in initial_states]
     actions: list[list[int]] = [[] for _ in range(n)]
-    done = np.zeros(n, dtype=bool)
+    done = limits <= 0
     success = np.zeros(n, dtype=bool)
     hidden = decoder.hidden
     current = torch.from_numpy(normalise(np.asarray(initial_states))).to(hidden.device)
-    for _ in range(max_steps):
-        logits = numeric_of(lm).action_out(hidden.float())
-        action = logits.argmax(-1)
+    for step in range(int(limits.max(initial=0))):
+        if done.all():
+            break
+        action = numeric.action_out(hidden.float()).argmax(-1)
         hidden = decoder.append(ACTION, actions=action)
-        next_norm = numeric_of(lm).predict_state(hidden, current)
+        next_norm = numeric.predict_state(hidden, current)
         next_raw = denormalise(next_norm.cpu().numpy())
         for row in np.flatnonzero(~done):
             a = int(action[row])
-            if is_success is not None and is_success(int(row), states[row][-1], a, next_raw[row]):
-                success[row] = done[row] = True
             actions[row].append(a)
             states[row].append(next_raw[row])
+            if is_success is not None and is_success(int(row), states[row][-2], a, next_raw[row]):
+                success[row] = done[row] = True
+            elif step + 1 >= limits[row]:
+                done[row] = True
         if done.all():
             break
         current = next_norm
@@ -117,6 +128,46 @@ def generate_rollouts(
         (np.stack(s), np.asarray(a, dtype=np.int16), bool(ok))
         for s, a, ok in zip(states, actions, success, strict=True)
     ]
+
+
+@torch.no_grad()
+def generate_rollout_uncached(
+    lm,
+    builder: SampleBuilder,
+    instruction: str,
+    initial_state: np.ndarray,
+    max_steps: int,
+    is_success: Callable[[np.ndarray, int, np.ndarray], bool] | None = None,
+) -> Rollout:
+    """The naive loop: one rollout, the whole sequence re-run for every new element (no KV cache, batch 1).
+
+    The reference the cached, batched ``generate_rollouts`` must agree with, and the baseline of its benchmark.
+    """
+    from kalm.llm.model import hidden_states
+
+    device = _device(lm)
+    numeric = numeric_of(lm)
+    states = [normalise(np.asarray(initial_state))]
+    raw = [np.asarray(initial_state, dtype=np.float32)]
+    actions: list[int] = []
+    ok = False
+
+    def last_hidden() -> torch.Tensor:
+        sample = builder.generation_context(instruction, np.stack(states), np.asarray(actions, dtype=np.int64))
+        batch = {k: v.to(device) for k, v in collate([sample], 0).items()}
+        return hidden_states(lm, batch)[:, -1]
+
+    for _ in range(max_steps):
+        action = int(numeric.action_out(last_hidden().float()).argmax(-1))
+        actions.append(action)
+        anchor = torch.from_numpy(states[-1][None]).to(device)
+        next_norm = numeric.predict_state(last_hidden(), anchor).cpu().numpy()[0]
+        states.append(next_norm)
+        raw.append(denormalise(next_norm))
+        if is_success is not None and is_success(raw[-2], action, raw[-1]):
+            ok = True
+            break
+    return np.stack(raw), np.asarray(actions, dtype=np.int16), ok
 
 
 @torch.no_grad()

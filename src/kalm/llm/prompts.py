@@ -166,5 +166,16 @@ class SampleBuilder:
 
     def generation_prompt(self, instruction: str, initial: np.ndarray) -> Sample:
         """The pattern-0 prefix up to and including the real s_0 slot, for rollout generation."""
+        return self.generation_context(instruction, initial[None], np.zeros(0, dtype=np.int64))
+
+    def generation_context(self, instruction: str, states: np.ndarray, actions: np.ndarray) -> Sample:
+        """A pattern-0 prefix s_0, a_0, ..., ending in a state (T+1 states) or an action (as many as states)."""
+        if len(actions) not in (len(states) - 1, len(states)):
+            raise ValueError(f"{len(states)} states and {len(actions)} actions do not interleave")
         prompt = GENERATION_PROMPT.format(instruction=instruction.rstrip("."))
-        return self._assemble(0, [("text", prompt), ("state", initial)])
+        parts: list = [("text", prompt)]
+        for t, state in enumerate(states):
+            parts.append(("state", state))
+            if t < len(actions):
+                parts.append(("action", int(actions[t])))
+        return self._assemble(0, parts)
