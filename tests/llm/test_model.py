@@ -119,3 +119,24 @@ def test_rollout_generation_stops_at_success(tiny_base, tiny_episodes) -> None:
         # An untrained residual head predicts "nothing moves".
         np.testing.assert_allclose(states[1:], np.broadcast_to(start, states[1:].shape), atol=1e-5)
     assert numeric_of(lm).residual_state
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_s0_from_the_prompt_is_scored_only_by_the_absolute_head(tiny_base, tiny_episodes, residual) -> None:
+    from kalm.llm.batches import collate
+    from kalm.llm.model import compute_losses
+    from kalm.llm.numeric import normalise
+
+    spec = ModelSpec(base_dir=str(tiny_base), num_layers=0, finetune="full", residual_state=residual)
+    lm, tokenizer = build_trainable(spec, torch.float32, seed=0)
+    with torch.no_grad():
+        numeric_of(lm).state_out.weight.normal_(0, 0.1)
+    episode = next(e for e in tiny_episodes if e.success)
+    sample = builder_for(tokenizer).generation(episode.instruction, normalise(episode.observations), episode.actions)
+    batch = collate([sample], tokenizer.pad_token_id)
+    moved = {k: v.clone() for k, v in batch.items()}
+    first_slot = int(torch.nonzero(batch["kinds"][0] != 0)[0])
+    moved["state_targets"][0, first_slot - 1] += 0.5  # only the s_0 target read from the prompt changes
+    with torch.no_grad():
+        same = compute_losses(lm, batch)["state_loss"] == compute_losses(lm, moved)["state_loss"]
+    assert bool(same) is residual

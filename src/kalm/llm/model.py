@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kalm.llm.numeric import NumericIO, anchor_states
-from kalm.llm.prompts import ACTION_TOKEN, STATE_TOKEN
+from kalm.llm.prompts import ACTION_TOKEN, STATE, STATE_TOKEN
 
 NUMERIC = "kalm_numeric"
 META_FILE = "kalm.json"
@@ -154,6 +154,11 @@ def compute_losses(lm: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, t
     parts: dict[str, torch.Tensor] = {}
     with torch.autocast(device_type=hidden.device.type, enabled=False):
         state_mask = batch["state_mask"]
+        if numeric.residual_state:
+            # s_0 read from the prompt has no state before it: the head would have to output an absolute position
+            # there and a change everywhere else, and the absolute targets (random scenes, unpredictable from the
+            # text) swamp the changes. Rollouts always start from a real s_0, so it is not scored.
+            state_mask = state_mask & (batch["kinds"] == STATE).cumsum(-1).gt(0)
         if state_mask.any():
             anchors = anchor_states(batch["kinds"], batch["state_inputs"])[state_mask]
             predicted = numeric.predict_state(hidden[state_mask], anchors)

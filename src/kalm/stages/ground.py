@@ -178,6 +178,7 @@ def run(params: Params) -> dict[str, Any]:
                 logging_steps=cfg.logging_steps,
                 max_minutes=cfg.max_minutes,
                 numeric_lr=cfg.numeric_lr,
+                head_lr=cfg.head_lr,
             )
             trainer, recorder = train(lm, tokenizer, batches, settings, on_log=on_log if main else None)
         if not main:
