@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -86,3 +87,90 @@ def imagine(params: ParamsOption = Path("params.yaml")) -> None:
     metrics = _run("imagine", params)
     rates = ", ".join(f"{level} {m['match_rate']:.3f}" for level, m in metrics["levels"].items())
     typer.echo(f"imagine: match rate {rates}")
+
+
+class Variant(StrEnum):
+    """Training data: offline episodes only, or offline + imagined."""
+
+    baseline = "baseline"
+    kalm = "kalm"
+
+
+class Algo(StrEnum):
+    """Offline RL algorithm."""
+
+    bc = "bc"
+    cql = "cql"
+
+
+@app.command("train")
+def train(
+    variant: Annotated[Variant, typer.Option(help="baseline: offline data; kalm: offline + imagined.")],
+    algo: Annotated[Algo, typer.Option(help="DiscreteBC or DiscreteCQL.")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Offline RL, every seed of one variant x algo -> models/policies/<variant>-<algo>/seed<k>/."""
+    loaded = _load(params)
+    from kalm.data import EpisodeFileError
+    from kalm.stages import train as stage
+
+    try:
+        metrics = stage.run(loaded, variant.value, algo.value)
+    except (FileNotFoundError, EpisodeFileError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(
+        f"train {metrics['policy']}: {metrics['episodes']['real']} real + {metrics['episodes']['imagined']} imagined "
+        f"episodes, {len(metrics['seeds'])} seeds x {metrics['steps']} steps, final loss {metrics['mean']['loss']:.4f}"
+    )
+
+
+def _table(table: dict[str, dict[str, float]]) -> str:
+    columns = list(next(iter(table.values())))
+    width = max(len(name) for name in table)
+    lines = [f"{'policy':<{width}}  " + "  ".join(f"{c:>10}" for c in columns)]
+    lines += [f"{name:<{width}}  " + "  ".join(f"{row[c]:>10.3f}" for c in columns) for name, row in table.items()]
+    return "\n".join(lines)
+
+
+@app.command("evaluate")
+def evaluate(
+    params: ParamsOption = Path("params.yaml"),
+    suite: Annotated[
+        list[Path] | None,
+        typer.Option("--suite", help="A goal suite YAML of your own (repeatable); needs --out; DVC outputs untouched."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Where --suite results go (JSON).")] = None,
+) -> None:
+    """Success per level of every trained policy -> metrics/eval.json, plots/, reports/ (or --suite ... --out)."""
+    loaded = _load(params)
+    if not suite:
+        if out is not None:
+            typer.echo("error: --out needs at least one --suite", err=True)
+            raise typer.Exit(code=2)
+        metrics = _run("evaluate", params)
+        levels = ("train", "rephrase", "easy", "hard", "novel_mean")
+        typer.echo(_table({k: {lv: v[lv] for lv in levels} for k, v in metrics.items() if k != "episodes"}))
+        return
+    if out is None:
+        typer.echo("error: --suite needs --out FILE.json", err=True)
+        raise typer.Exit(code=2)
+    from kalm.tasks import load_suite
+
+    suites = []
+    for path in suite:
+        try:
+            suites.append(load_suite(path))
+        except ValueError as err:
+            typer.echo(f"error: {' '.join(str(err).split())}", err=True)
+            raise typer.Exit(code=2) from None
+    from kalm.rl.algos import PolicyFileError
+    from kalm.stages import evaluate as stage
+
+    try:
+        table = stage.evaluate_suites(loaded, suites, out)
+    except (FileNotFoundError, PolicyFileError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(_table(table))
+    typer.echo(f"written to {out}")

@@ -30,3 +30,37 @@ GROUND_LOSS = PLOTS / "ground_loss.csv"
 
 REPORTS = Path("reports")
 IMAGINE_REPORTS = REPORTS / "imagine"
+
+# train: one DVC matrix entry per variant x algo; each trains every seed.
+VARIANTS = ("baseline", "kalm")
+ALGOS = ("bc", "cql")
+POLICIES = MODELS / "policies"
+TRAIN_METRICS = METRICS / "train"
+TRAIN_CURVES = PLOTS / "train"
+
+
+def policy_name(variant: str, algo: str) -> str:
+    """``<variant>-<algo>``, the name of a DVC matrix entry (``train@baseline-cql``) and of its outputs."""
+    return f"{variant}-{algo}"
+
+
+def policy_dir(variant: str, algo: str) -> Path:
+    """The policies of one variant and algo, one ``seed<k>/`` folder per seed (``models/policies/kalm-cql``)."""
+    return POLICIES / policy_name(variant, algo)
+
+
+def train_metrics(variant: str, algo: str) -> Path:
+    """Training metrics of one variant and algo (``metrics/train/kalm-cql.json``)."""
+    return TRAIN_METRICS / f"{policy_name(variant, algo)}.json"
+
+
+def train_curves(variant: str, algo: str) -> Path:
+    """Learning curves of one variant and algo, one ``seed<k>.csv`` per seed (``plots/train/kalm-cql/``)."""
+    return TRAIN_CURVES / policy_name(variant, algo)
+
+
+# evaluate (metrics/eval.json, as issue 5 names it, not metrics/evaluate.json)
+EVAL_METRICS = METRICS / "eval.json"
+EVAL_SUCCESS = PLOTS / "eval_success.csv"
+EVAL_REPORTS = REPORTS / "eval"
+EVAL_CHART = REPORTS / "eval_success.png"

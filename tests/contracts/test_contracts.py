@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import itertools
 
 import yaml
 
@@ -12,7 +13,30 @@ from kalm.config import Params, flatten
 from tests.conftest import REPO, repo_params
 
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
-STAGES = DVC["stages"]
+
+
+def expand(stages: dict) -> dict:
+    """Matrix stages as DVC generates them (``train@baseline-cql``), with ``${item.*}`` substituted."""
+    out = {}
+    for name, stage in stages.items():
+        matrix = stage.get("matrix")
+        if not matrix:
+            out[name] = stage
+            continue
+        body = yaml.safe_dump({k: v for k, v in stage.items() if k != "matrix"})
+        for values in itertools.product(*matrix.values()):
+            text = body
+            for key, value in zip(matrix, values, strict=True):
+                text = text.replace(f"${{item.{key}}}", str(value))
+            out[f"{name}@{'-'.join(map(str, values))}"] = yaml.safe_load(text)
+    return out
+
+
+STAGES = expand(DVC["stages"])
+
+
+def base(name: str) -> str:
+    return name.split("@")[0]
 
 
 def fields(model: type) -> set[str]:
@@ -29,21 +53,30 @@ def test_params_yaml_and_config_models_have_the_same_keys() -> None:
 
 def test_every_stage_has_a_command_a_module_and_a_metrics_file() -> None:
     commands = {c.name for c in app.registered_commands}
-    assert commands == set(STAGES)
+    assert commands == {base(name) for name in STAGES}
     for name, stage in STAGES.items():
-        assert stage["cmd"] == f"python cli.py {name}"
-        module = importlib.import_module(f"kalm.stages.{name}")
-        assert name == module.STAGE and callable(module.run)
+        module = importlib.import_module(f"kalm.stages.{base(name)}")
+        assert base(name) == module.STAGE and callable(module.run)
+        if "@" in name:  # train@<variant>-<algo>
+            variant, algo = name.split("@")[1].split("-")
+            assert stage["cmd"] == f"python cli.py train --variant {variant} --algo {algo}"
+            expected = str(paths.train_metrics(variant, algo))
+        elif name == "evaluate":
+            assert stage["cmd"] == "python cli.py evaluate"
+            expected = str(paths.EVAL_METRICS)
+        else:
+            assert stage["cmd"] == f"python cli.py {name}"
+            expected = str(paths.metrics_file(name))
         metrics = [next(iter(m)) if isinstance(m, dict) else m for m in stage["metrics"]]
-        assert metrics == [str(paths.metrics_file(name))]
-        assert all(m[str(paths.metrics_file(name))] == {"cache": False} for m in stage["metrics"])
+        assert metrics == [expected]
+        assert all(m[expected] == {"cache": False} for m in stage["metrics"])
 
 
 def test_stage_params_are_keys_of_params_yaml() -> None:
     flat = flatten(repo_params())
     for stage in STAGES.values():
         for key in stage["params"]:
-            assert key in Params.model_fields or key in flat, key
+            assert key in Params.model_fields or key in flat or any(f.startswith(f"{key}.") for f in flat), key
 
 
 def test_deps_exist_and_name_the_stage_module() -> None:
@@ -51,21 +84,37 @@ def test_deps_exist_and_name_the_stage_module() -> None:
     for name, stage in STAGES.items():
         for dep in stage["deps"]:
             assert dep in outs or (REPO / dep).exists(), dep
-        assert f"src/kalm/stages/{name}.py" in stage["deps"]
+        assert f"src/kalm/stages/{base(name)}.py" in stage["deps"]
         assert "src" not in stage["deps"] and "src/kalm" not in stage["deps"]
 
 
 def test_outputs_are_the_paths_of_kalm_paths() -> None:
     declared = {str(v) for v in vars(paths).values() if isinstance(v, type(paths.DATA))}
+    declared |= {str(paths.policy_dir(v, a)) for v in paths.VARIANTS for a in paths.ALGOS}
+    declared |= {str(paths.imagined_episodes(level)) for level in paths.NOVEL_LEVELS}
     outs = {out for stage in STAGES.values() for out in stage.get("outs", [])}
     assert outs <= declared
     assert str(paths.OFFLINE_EPISODES) in STAGES["collect"]["outs"]
     assert STAGES["base_model"]["outs"] == [str(paths.BASE_MODEL)]
     assert STAGES["ground"]["outs"] == [str(paths.GROUNDED_MODEL)]
     assert [next(iter(p)) for p in STAGES["ground"]["plots"]] == [str(paths.GROUND_LOSS)]
+    assert [next(iter(p)) for p in STAGES["evaluate"]["plots"]] == [str(paths.EVAL_SUCCESS)]
+    for variant in paths.VARIANTS:
+        for algo in paths.ALGOS:
+            stage = STAGES[f"train@{variant}-{algo}"]
+            assert stage["outs"] == [str(paths.policy_dir(variant, algo))]
+            assert [next(iter(p)) for p in stage["plots"]] == [str(paths.train_curves(variant, algo))]
 
 
 def test_stages_depend_on_their_upstream_outputs() -> None:
     outs = {out: name for name, stage in STAGES.items() for out in stage.get("outs", [])}
     upstream = {name: {outs[d] for d in stage["deps"] if d in outs} for name, stage in STAGES.items()}
-    assert upstream == {"base_model": set(), "collect": set(), "ground": {"base_model", "collect"}}
+    policies = {f"train@{v}-{a}" for v in paths.VARIANTS for a in paths.ALGOS}
+    assert upstream == {
+        "base_model": set(),
+        "collect": set(),
+        "ground": {"base_model", "collect"},
+        "imagine": {"base_model", "collect", "ground"},
+        **{name: {"collect", "imagine"} for name in policies},
+        "evaluate": policies,
+    }

@@ -1,0 +1,328 @@
+"""The `evaluate` stage: success rate per level of every trained policy, on the same seeded episodes.
+
+    python cli.py evaluate [--params params.yaml]
+    python cli.py evaluate --suite my_goals.yaml [--suite ...] --out results.json   # a user's own goal suites
+
+Levels: ``train`` (the 80 training goals with their training phrasings) and the evaluation part of the shipped
+``rephrase``, ``easy`` and ``hard`` suites (``Suite.split``). Each level has ``evaluate.episodes`` episodes
+(``easy_episodes`` for the one-step easy level) whose goal, instruction and initial ball positions are drawn from
+the params seed, so every policy and seed meets the same starts. Episodes are stepped in parallel, one batched policy
+forward per step. Writes ``metrics/eval.json``, ``plots/eval_success.csv``, ``reports/eval_success.png`` and
+image strips of a few episodes in ``reports/eval/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kalm import paths
+from kalm.config import Params
+from kalm.data import atomic_path, write_json
+from kalm.tasks import LEVELS, Suite, parse_goal, shipped_suite, training_goals, training_instructions
+from kalm.tracking import log_metrics, stage_run
+
+STAGE = "evaluate"
+log = logging.getLogger(__name__)
+NOVEL = ("rephrase", "easy", "hard")
+CHUNK = 128  # environments stepped together
+STRIP_FRAMES = 8
+RENDER_SIZE = 160
+
+
+@dataclass(frozen=True)
+class EvalEpisode:
+    """One evaluation episode: instruction, goal spec and initial ball positions (5, 2)."""
+
+    instruction: str
+    goal: dict[str, Any]
+    positions: np.ndarray
+
+
+def level_tasks(level: str, params: Params) -> list[tuple[str, dict[str, Any]]]:
+    """(instruction, goal spec) pairs of a level: training phrasings, or the shipped suite's evaluation part."""
+    if level == "train":
+        return [(text, goal.to_spec()) for goal in training_goals() for text in training_instructions(goal)]
+    _, held_out = shipped_suite(level).split(params.goals.holdout_fraction, params.seed)
+    return list(held_out.expand())
+
+
+def make_episodes(tasks: Sequence[tuple[str, dict[str, Any]]], n: int, seed: Sequence[int]) -> list[EvalEpisode]:
+    """``n`` episodes with tasks drawn uniformly and scenes in which the goal does not already hold."""
+    from kalm.env.scene import sample_positions
+
+    rng = np.random.default_rng(list(seed))
+    episodes = []
+    for _ in range(n):
+        text, spec = tasks[int(rng.integers(len(tasks)))]
+        goal = parse_goal(spec)
+        while True:
+            positions = sample_positions(rng)
+            obs = positions.astype(np.float32).reshape(-1)
+            if goal.ends_after_one_step or not goal.is_success(obs, 0, obs):
+                break
+        episodes.append(EvalEpisode(text, spec, positions))
+    return episodes
+
+
+def level_episodes(params: Params) -> dict[str, list[EvalEpisode]]:
+    """The fixed evaluation episodes of the four levels."""
+    out = {}
+    for i, level in enumerate(LEVELS):
+        n = params.evaluate.easy_episodes if level == "easy" else params.evaluate.episodes
+        out[level] = make_episodes(level_tasks(level, params), n, (params.seed, 0xE7A1, i))
+    return out
+
+
+def suite_episodes(suite: Suite, params: Params, index: int) -> list[EvalEpisode]:
+    """Evaluation episodes of a user's suite (all its templates)."""
+    n = params.evaluate.easy_episodes if suite.level == "easy" else params.evaluate.episodes
+    return make_episodes(list(suite.expand()), n, (params.seed, 0x5017E, index))
+
+
+def rollout_success(
+    algo: Any, episodes: Sequence[EvalEpisode], embeddings: dict[str, np.ndarray], max_steps: int
+) -> np.ndarray:
+    """Success (bool per episode) of a policy, stepping up to ``CHUNK`` environments with one forward per step."""
+    from kalm.env import CLEVRRobotEnv
+    from kalm.rl.algos import greedy_actions
+
+    envs = [CLEVRRobotEnv(max_episode_steps=max_steps) for _ in range(min(CHUNK, len(episodes)))]
+    success = np.zeros(len(episodes), dtype=bool)
+    for start in range(0, len(episodes), CHUNK):
+        chunk = episodes[start : start + CHUNK]
+        goals = np.stack([embeddings[e.instruction] for e in chunk])
+        states = np.stack(
+            [
+                env.reset(options={"goal": e.goal, "positions": e.positions})[0]
+                for env, e in zip(envs, chunk, strict=False)
+            ]
+        )
+        active = np.ones(len(chunk), dtype=bool)
+        while active.any():
+            idx = np.flatnonzero(active)
+            actions = greedy_actions(algo, np.concatenate([states[idx], goals[idx]], axis=1))
+            for i, action in zip(idx, actions, strict=True):
+                obs, _, terminated, truncated, info = envs[i].step(int(action))
+                states[i] = obs
+                if terminated or truncated:
+                    active[i] = False
+                    success[start + i] = bool(info["is_success"])
+    for env in envs:
+        env.close()
+    return success
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> list[float]:
+    """The Wilson score 95 % interval of a success rate."""
+    if n == 0:
+        return [0.0, 1.0]
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
+def policy_seeds(variant: str, algo: str) -> list[Path]:
+    """The seed folders of one trained variant x algo; a missing one names the stage that makes it."""
+    folder = paths.policy_dir(variant, algo)
+    seeds = sorted(folder.glob("seed*/"), key=lambda p: int(p.name.removeprefix("seed") or 0))
+    if not seeds:
+        raise FileNotFoundError(f"{folder}: no trained policies (made by `python cli.py train`)")
+    return seeds
+
+
+class Embedder:
+    """One goal encoder per encoder name, shared by the policies that use it."""
+
+    def __init__(self) -> None:
+        self._encoders: dict[str, Any] = {}
+
+    def table(self, encoder: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        from kalm.rl.encoder import GoalEncoder
+
+        if encoder not in self._encoders:
+            self._encoders[encoder] = GoalEncoder(encoder)
+        return self._encoders[encoder].table(texts)
+
+
+def evaluate_policies(
+    params: Params, levels: dict[str, list[EvalEpisode]], render_dir: Path | None = None
+) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """``{policy: {seedK: {level: success per episode}}}`` for every variant x algo and seed."""
+    import torch
+
+    from kalm.rl.algos import load_policy
+
+    torch.set_num_threads(params.train.threads)
+    embedder = Embedder()
+    texts = [e.instruction for episodes in levels.values() for e in episodes]
+    results: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    for variant in paths.VARIANTS:
+        for algo_name in paths.ALGOS:
+            name = paths.policy_name(variant, algo_name)
+            results[name] = {}
+            for k, folder in enumerate(policy_seeds(variant, algo_name)):
+                algo, meta = load_policy(folder)
+                embeddings = embedder.table(meta["encoder"], texts)
+                results[name][folder.name] = {
+                    level: rollout_success(algo, episodes, embeddings, params.env.max_episode_steps)
+                    for level, episodes in levels.items()
+                }
+                log.info(
+                    "evaluate %s %s: %s",
+                    name,
+                    folder.name,
+                    {lv: s.mean() for lv, s in results[name][folder.name].items()},
+                )
+                if render_dir is not None and k == 0 and params.evaluate.render:
+                    for level, episodes in levels.items():
+                        for i, episode in enumerate(episodes[: params.evaluate.render]):
+                            render_strip(
+                                algo,
+                                episode,
+                                embeddings,
+                                params.env.max_episode_steps,
+                                render_dir / name / f"{level}-{i}.png",
+                                f"{name} · {level}",
+                            )
+    return results
+
+
+def summarise(results: dict[str, dict[str, dict[str, np.ndarray]]], levels: Sequence[str]) -> dict[str, Any]:
+    """Mean over seeds per level, novel mean, Wilson 95 % intervals on the pooled episodes, per-seed numbers."""
+    summary: dict[str, Any] = {}
+    for name, seeds in results.items():
+        entry: dict[str, Any] = {}
+        for level in levels:
+            entry[level] = round(float(np.mean([s[level].mean() for s in seeds.values()])), 4)
+        novel = [lv for lv in NOVEL if lv in levels]
+        if novel:
+            entry["novel_mean"] = round(float(np.mean([entry[lv] for lv in novel])), 4)
+        pooled = {lv: np.concatenate([s[lv] for s in seeds.values()]) for lv in levels}
+        entry["ci95"] = {lv: wilson(int(p.sum()), len(p)) for lv, p in pooled.items()}
+        entry["seeds"] = {seed: {lv: round(float(s[lv].mean()), 4) for lv in levels} for seed, s in seeds.items()}
+        summary[name] = entry
+    return summary
+
+
+def render_strip(
+    algo: Any, episode: EvalEpisode, embeddings: dict[str, np.ndarray], max_steps: int, out: Path, title: str
+) -> None:
+    """Roll out one episode with rendering and save up to ``STRIP_FRAMES`` evenly spaced frames as a PNG strip."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kalm.env import CLEVRRobotEnv
+    from kalm.rl.algos import greedy_actions
+
+    env = CLEVRRobotEnv(render_mode="rgb_array", max_episode_steps=max_steps, width=RENDER_SIZE, height=RENDER_SIZE)
+    obs, _ = env.reset(options={"goal": episode.goal, "positions": episode.positions})
+    goal = embeddings[episode.instruction]
+    frames, success = [env.render()], False
+    while True:
+        action = int(greedy_actions(algo, np.concatenate([obs, goal])[None])[0])
+        obs, _, terminated, truncated, info = env.step(action)
+        frames.append(env.render())
+        if terminated or truncated:
+            success = bool(info["is_success"])
+            break
+    env.close()
+    picks = sorted(set(np.linspace(0, len(frames) - 1, min(STRIP_FRAMES, len(frames))).round().astype(int)))
+    fig, axes = plt.subplots(1, len(picks), figsize=(1.8 * len(picks), 2.3), squeeze=False)
+    for ax, t in zip(axes[0], picks, strict=True):
+        ax.imshow(frames[t])
+        ax.set_title(f"t={t}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle(f"{title}: “{episode.instruction}” — {'success' if success else 'failure'}", fontsize=8)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def bar_chart(summary: dict[str, Any], levels: Sequence[str], out: Path) -> None:
+    """Success per level per policy with 95 % intervals (the paper's Fig. 4 layout)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary)
+    width = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    x = np.arange(len(levels))
+    for j, name in enumerate(names):
+        values = [summary[name][lv] for lv in levels]
+        lo = [summary[name][lv] - summary[name]["ci95"][lv][0] for lv in levels]
+        hi = [summary[name]["ci95"][lv][1] - summary[name][lv] for lv in levels]
+        ax.bar(x + (j - (len(names) - 1) / 2) * width, values, width, yerr=[lo, hi], capsize=2, label=name)
+    ax.set_xticks(x, levels)
+    ax.set_ylabel("success rate")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, ncol=len(names))
+    ax.set_title("Success per level (mean over seeds, 95 % Wilson interval)", fontsize=9)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def write_success_csv(summary: dict[str, Any], levels: Sequence[str], out: Path) -> None:
+    """One row per policy and level, for `dvc plots`."""
+    with atomic_path(out) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["policy", "level", "success", "label"])
+        for name, entry in summary.items():
+            for level in levels:
+                writer.writerow([name, level, entry[level], f"{name} / {level}"])
+
+
+def run(params: Params) -> dict[str, Any]:
+    """Evaluate every variant x algo x seed and write metrics, plot data, the bar chart and episode strips."""
+    for variant in paths.VARIANTS:
+        for algo in paths.ALGOS:
+            policy_seeds(variant, algo)  # fail on missing policies before any work
+    with stage_run(STAGE, params, sections=("env", "evaluate")):
+        import mlflow
+
+        levels = level_episodes(params)
+        with atomic_path(paths.EVAL_REPORTS) as render_tmp:
+            render_tmp.mkdir(parents=True)
+            results = evaluate_policies(params, levels, render_dir=render_tmp)
+        summary = summarise(results, list(levels))
+        metrics = {**summary, "episodes": {lv: len(e) for lv, e in levels.items()}}
+        write_success_csv(summary, list(levels), paths.EVAL_SUCCESS)
+        png = paths.EVAL_CHART
+        with atomic_path(png) as tmp:
+            bar_chart(summary, list(levels), tmp)
+        write_json(paths.EVAL_METRICS, metrics)
+        log_metrics(metrics)
+        mlflow.log_artifact(str(png))
+        mlflow.log_artifact(str(paths.EVAL_SUCCESS))
+        mlflow.log_artifacts(str(paths.EVAL_REPORTS), artifact_path="episodes")
+    return metrics
+
+
+def evaluate_suites(params: Params, suites: Sequence[Suite], out: Path) -> dict[str, dict[str, float]]:
+    """Evaluate the trained policies on users' goal suites; writes ``{policy: {level: success}}`` to ``out`` only."""
+    keys = []
+    for suite in suites:
+        key = suite.level if [s.level for s in suites].count(suite.level) == 1 else f"{suite.level}:{suite.source}"
+        keys.append(key)
+    levels = {key: suite_episodes(suite, params, i) for i, (key, suite) in enumerate(zip(keys, suites, strict=True))}
+    results = evaluate_policies(params, levels)
+    table = {
+        name: {key: round(float(np.mean([s[key].mean() for s in seeds.values()])), 4) for key in levels}
+        for name, seeds in results.items()
+    }
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
+    return table

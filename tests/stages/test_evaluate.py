@@ -1,0 +1,166 @@
+"""The `evaluate` stage on tiny params: fixed episodes, metrics format, plots, reports, user suites and errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from kalm import paths
+from kalm.cli import app
+from kalm.config import Params, parse_params
+from kalm.stages import evaluate, train
+from tests.conftest import tiny_params_dict
+from tests.stages.test_train import imagined_from
+
+runner = CliRunner()
+SUITE = """level: rephrase
+templates:
+  - text: "Nudge the {a} ball so it ends up left of the {b} ball."
+    goal: {type: relation, src: "{a}", dst: "{b}", direction: left}
+"""
+
+
+@pytest.fixture(scope="session")
+def trained_policies(tmp_path_factory: pytest.TempPathFactory, tiny_episodes: list) -> Path:
+    """All four variant x algo policies (one seed, 20 steps), trained once per test run."""
+    params = parse_params(tiny_params_dict())
+    root = tmp_path_factory.mktemp("policies")
+    imagined = imagined_from(tiny_episodes[:6], "rephrase")
+    for variant in paths.VARIANTS:
+        for algo in paths.ALGOS:
+            train.train_policies(
+                params,
+                variant,
+                algo,
+                tiny_episodes,
+                imagined if variant == "kalm" else [],
+                root / paths.policy_dir(variant, algo),
+                root / "curves" / paths.policy_name(variant, algo),
+                log_to_mlflow=False,
+            )
+    return root / paths.POLICIES
+
+
+@pytest.fixture
+def policies(trained_policies: Path) -> None:
+    shutil.copytree(trained_policies, paths.POLICIES)
+
+
+@pytest.fixture
+def short(tiny_params: Params) -> Params:
+    """Tiny params with 5-step episodes and no rendering."""
+    return tiny_params.model_copy(
+        update={
+            "env": tiny_params.env.model_copy(update={"max_episode_steps": 5}),
+            "evaluate": tiny_params.evaluate.model_copy(update={"render": 0}),
+        }
+    )
+
+
+def test_episodes_are_fixed_by_the_seed_and_goals_do_not_hold_at_start(tiny_params: Params) -> None:
+    a, b = evaluate.level_episodes(tiny_params), evaluate.level_episodes(tiny_params)
+    assert {level: len(e) for level, e in a.items()} == {"train": 3, "rephrase": 3, "easy": 4, "hard": 3}
+    for level in a:
+        for x, y in zip(a[level], b[level], strict=True):
+            assert x.instruction == y.instruction and x.goal == y.goal
+            np.testing.assert_array_equal(x.positions, y.positions)
+    held_out = {text for text, _ in evaluate.level_tasks("rephrase", tiny_params)}
+    imagined_part, _ = evaluate.shipped_suite("rephrase").split(tiny_params.goals.holdout_fraction, tiny_params.seed)
+    assert held_out.isdisjoint(text for text, _ in imagined_part.expand())
+    assert all(e.instruction in held_out for e in a["rephrase"])
+    c = evaluate.level_episodes(tiny_params.model_copy(update={"seed": 1}))
+    assert any(not np.array_equal(x.positions, z.positions) for x, z in zip(a["train"], c["train"], strict=True))
+
+
+def test_evaluate_writes_metrics_plots_and_reports(policies: None, short: Params, mlflow_store: str) -> None:
+    metrics = evaluate.run(short)
+    assert json.loads(paths.EVAL_METRICS.read_text()) == metrics
+    assert metrics["episodes"] == {"train": 3, "rephrase": 3, "easy": 4, "hard": 3}
+    for name in ("baseline-bc", "baseline-cql", "kalm-bc", "kalm-cql"):
+        entry = metrics[name]
+        levels = ("train", "rephrase", "easy", "hard")
+        assert all(0.0 <= entry[lv] <= 1.0 for lv in levels)
+        assert entry["novel_mean"] == pytest.approx(np.mean([entry[lv] for lv in levels[1:]]), abs=1e-4)
+        assert all(lo <= entry[lv] <= hi for lv, (lo, hi) in entry["ci95"].items())
+        assert entry["seeds"]["seed0"]["train"] == entry["train"]
+    rows = paths.EVAL_SUCCESS.read_text().splitlines()
+    assert rows[0] == "policy,level,success,label" and len(rows) == 1 + 16
+    assert paths.EVAL_CHART.stat().st_size > 0
+    [run] = mlflow.search_runs(experiment_names=["kalm"], output_format="list")
+    assert run.data.metrics["kalm-cql.novel_mean"] == metrics["kalm-cql"]["novel_mean"]
+
+
+@pytest.mark.slow
+def test_evaluation_episodes_are_rendered_as_strips(policies: None, short: Params, mlflow_store: str) -> None:
+    params = short.model_copy(update={"evaluate": short.evaluate.model_copy(update={"render": 1})})
+    evaluate.run(params)
+    for name in ("baseline-bc", "baseline-cql", "kalm-bc", "kalm-cql"):
+        strips = sorted(p.name for p in (paths.EVAL_REPORTS / name).iterdir())
+        assert strips == ["easy-0.png", "hard-0.png", "rephrase-0.png", "train-0.png"]
+
+
+def test_wilson_interval() -> None:
+    assert evaluate.wilson(0, 10)[0] == 0.0 and evaluate.wilson(10, 10)[1] == 1.0
+    lo, hi = evaluate.wilson(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
+
+
+def test_suite_command_writes_only_its_file(policies: None, tiny_params_file: Path) -> None:
+    data = yaml.safe_load(tiny_params_file.read_text())
+    data["env"]["max_episode_steps"] = 5
+    tiny_params_file.write_text(yaml.safe_dump(data))
+    Path("mine.yaml").write_text(SUITE)
+    args = ["evaluate", "--params", str(tiny_params_file), "--suite", "mine.yaml", "--out", "mine.json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    table = json.loads(Path("mine.json").read_text())
+    assert set(table) == {"baseline-bc", "baseline-cql", "kalm-bc", "kalm-cql"}
+    assert all(set(row) == {"rephrase"} and 0.0 <= row["rephrase"] <= 1.0 for row in table.values())
+    assert "kalm-cql" in result.output and "rephrase" in result.output
+    assert not paths.METRICS.exists() and not paths.REPORTS.exists() and not paths.PLOTS.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("level: medium\ntemplates: []\n", "bad.yaml: level: 'medium' is not one of"),
+        (SUITE.replace("left}", "sideways}"), "bad.yaml:3: goal.direction: 'sideways' is not one of"),
+        ("level: [unclosed\n", "bad.yaml: not valid YAML"),
+    ],
+)
+def test_bad_suite_file_exits_2_with_one_line_naming_it(tiny_params_file: Path, text: str, message: str) -> None:
+    Path("bad.yaml").write_text(text)
+    args = ["evaluate", "--params", str(tiny_params_file), "--suite", "bad.yaml", "--out", "r.json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not Path("r.json").exists()
+
+
+def test_missing_suite_file_and_missing_out(tiny_params_file: Path) -> None:
+    args = ["evaluate", "--params", str(tiny_params_file), "--suite", "nope.yaml", "--out", "r.json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "nope.yaml: cannot read goal suite" in result.output
+    Path("mine.yaml").write_text(SUITE)
+    result = runner.invoke(app, ["evaluate", "--params", str(tiny_params_file), "--suite", "mine.yaml"])
+    assert result.exit_code == 2 and "--suite needs --out" in result.output
+
+
+def test_missing_policies_exit_1_naming_the_stage(tiny_params_file: Path) -> None:
+    result = runner.invoke(app, ["evaluate", "--params", str(tiny_params_file)])
+    assert result.exit_code == 1
+    assert "models/policies/baseline-bc: no trained policies (made by `python cli.py train`)" in result.output
+
+
+def test_bad_evaluate_params_exit_2(tiny_params_file: Path) -> None:
+    data = yaml.safe_load(tiny_params_file.read_text())
+    data["evaluate"]["episodes"] = 0
+    tiny_params_file.write_text(yaml.safe_dump(data))
+    result = runner.invoke(app, ["evaluate", "--params", str(tiny_params_file)])
+    assert result.exit_code == 2 and "evaluate.episodes" in result.output
