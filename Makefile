@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM := false
 export DVC_NO_ANALYTICS := 1
 export MUJOCO_GL ?= egl
 
-.PHONY: setup repro test test-fast ui lint clean
+.PHONY: setup repro paper test test-fast ui lint clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,11 @@ $(STAMP): pyproject.toml
 
 repro: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
+
+# The paper's scale as one DVC experiment (needs GPUs and a local Llama-2-7b-chat folder; see profiles/paper.yaml).
+paper: setup
+	args=$$($(BIN)/python -m kalm.profiles profiles/paper.yaml) && \
+	PATH=$(CURDIR)/$(BIN):$$PATH eval $(BIN)/dvc exp run -n paper $$args
 
 test: setup
 	$(BIN)/python -m pytest

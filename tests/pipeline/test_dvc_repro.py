@@ -52,6 +52,12 @@ def test_repro_runs_the_pipeline_then_nothing(repo_copy: Path, monkeypatch: pyte
     assert (repo_copy / "dvc.lock").is_file()
     second = sh("dvc", "repro", cwd=repo_copy)
     assert "Running stage" not in second and "up to date" in second
+    for stage in ("base_model", "collect", "ground", "imagine", "evaluate"):
+        assert f"Running stage '{stage}'" in first
+    assert all(f"Running stage 'train@{v}-{a}'" in first for v in ("baseline", "kalm") for a in ("bc", "cql"))
+    evaluation = json.loads((repo_copy / "metrics" / "eval.json").read_text())
     # A param change re-runs only what depends on it.
-    sh("dvc", "exp", "run", "-S", "collect.epsilon=0.2", cwd=repo_copy)
-    assert json.loads((repo_copy / "metrics" / "collect.json").read_text()) != metrics
+    third = sh("dvc", "exp", "run", "-S", "evaluate.episodes=2", cwd=repo_copy)
+    assert "Running stage 'evaluate'" in third and "Running stage 'train" not in third
+    assert json.loads((repo_copy / "metrics" / "eval.json").read_text()) != evaluation
+    assert json.loads((repo_copy / "metrics" / "collect.json").read_text()) == metrics
