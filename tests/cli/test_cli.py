@@ -83,3 +83,40 @@ def test_missing_upstream_output_exits_1_naming_file_and_stage(tiny_params_file:
     result = runner.invoke(app, ["ground", "--params", str(tiny_params_file)])
     assert result.exit_code == 1
     assert "data/offline/episodes.parquet: missing (made by `python cli.py collect`)" in result.output
+
+
+STAGE_COMMANDS = {
+    "base_model": [],
+    "collect": [],
+    "ground": [],
+    "imagine": [],
+    "train": ["--variant", "kalm", "--algo", "cql"],
+    "evaluate": [],
+}
+BAD_VALUES = [
+    (("seed",), -3, "seed: Input should be greater than or equal to 0"),
+    (("imagine", "batch_size"), "many", "imagine.batch_size: Input should be a valid integer"),
+    (("train", "cql", "alpha"), -1.0, "train.cql.alpha"),
+    (("ground", "finetune"), "qlora", "ground.finetune: Input should be 'lora' or 'full'"),
+    (("llm", "backbone"), "no/such/model/here", "llm.backbone"),
+    (("evaluate", "episodez"), 3, "evaluate.episodez: unknown key"),
+]
+
+
+@pytest.mark.parametrize("command", sorted(STAGE_COMMANDS))
+@pytest.mark.parametrize(("key", "value", "message"), BAD_VALUES, ids=[".".join(k) for k, _, _ in BAD_VALUES])
+def test_every_stage_command_refuses_bad_params(
+    tiny_params_file: Path, tmp_path: Path, command: str, key: tuple, value, message: str
+) -> None:
+    data = yaml.safe_load(tiny_params_file.read_text())
+    section = data
+    for part in key[:-1]:
+        section = section[part]
+    section[key[-1]] = value
+    tiny_params_file.write_text(yaml.safe_dump(data))
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    result = runner.invoke(app, [command, "--params", str(tiny_params_file), *STAGE_COMMANDS[command]])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
