@@ -44,10 +44,13 @@ def _run(stage: str, params: Path) -> dict:
     loaded = _load(params)
     module = importlib.import_module(f"kalm.stages.{stage}")
     from kalm.data import EpisodeFileError
+    from kalm.tracking import TrackingError, check_server, tracking_uri
 
     try:
+        if loaded.tracking.enabled:
+            check_server(tracking_uri())  # before any work: a dead server is reported in seconds
         return module.run(loaded)
-    except (FileNotFoundError, EpisodeFileError) as err:
+    except (FileNotFoundError, EpisodeFileError, TrackingError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=1) from None
 

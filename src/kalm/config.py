@@ -150,6 +150,7 @@ class EvaluateConfig(_Section):
 class TrackingConfig(_Section):
     """MLflow tracking (the store is MLFLOW_TRACKING_URI, default sqlite:///mlflow.db)."""
 
+    enabled: bool = Field(description="Track stage runs in MLflow (false: no MLflow at all).")
     experiment: str = Field(min_length=1, description="MLflow experiment name.")
 
 

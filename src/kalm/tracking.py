@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -11,6 +13,32 @@ from typing import Any
 from kalm.config import Params, flatten
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+SERVER_TIMEOUT_S = 5.0
+
+
+class TrackingError(RuntimeError):
+    """The MLflow tracking server cannot be reached; the message is one line saying what to do."""
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` or the repository's SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+
+
+def check_server(uri: str, timeout: float = SERVER_TIMEOUT_S) -> None:
+    """Fail within ``timeout`` seconds when ``uri`` is an MLflow server that does not answer its health check
+    (MLflow's own client would retry for minutes before the stage could report anything)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            pass
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingError(
+            f"MLflow tracking server {uri} is unreachable ({reason}): start it, point MLFLOW_TRACKING_URI at a "
+            "running one, or set tracking.enabled: false"
+        ) from None
 
 
 def _git_sha() -> str:
@@ -44,11 +72,17 @@ def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 def stage_run(stage: str, params: Params, sections: tuple[str, ...]) -> Iterator[Any]:
     """Open the MLflow run of one stage execution and log the params of ``sections`` (``collect.episodes``).
 
-    The store is ``MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db`` in the working directory.
+    The store is ``MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db`` in the working directory. With
+    ``tracking.enabled: false`` nothing is tracked: the context yields None and the logging helpers do nothing.
     """
+    if not params.tracking.enabled:
+        yield None
+        return
     import mlflow
 
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
+    uri = tracking_uri()
+    check_server(uri)
+    mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(params.tracking.experiment)
     exp_name = os.environ.get("DVC_EXP_NAME") or "repro"
     with mlflow.start_run(run_name=f"{stage}__{exp_name}", tags=run_tags(stage)) as run:
@@ -60,8 +94,29 @@ def stage_run(stage: str, params: Params, sections: tuple[str, ...]) -> Iterator
         yield run
 
 
-def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
-    """Log the numbers of a metrics dict to the active MLflow run, in one batch."""
+def _active():
+    """The mlflow module when a stage run is open, else None (tracking disabled)."""
     import mlflow
 
-    mlflow.log_metrics(numeric_metrics(metrics), step=step)
+    return mlflow if mlflow.active_run() is not None else None
+
+
+def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
+    """Log the numbers of a metrics dict to the active MLflow run, in one batch (nothing when untracked)."""
+    if (mlflow := _active()) is not None:
+        mlflow.log_metrics(numeric_metrics(metrics), step=step)
+
+
+def set_tags(tags: Mapping[str, str]) -> None:
+    """Tag the active run (nothing when untracked)."""
+    if (mlflow := _active()) is not None:
+        mlflow.set_tags(dict(tags))
+
+
+def log_artifact(path: str | os.PathLike, artifact_path: str | None = None) -> None:
+    """Attach a file (or every file of a folder) to the active run (nothing when untracked)."""
+    if (mlflow := _active()) is not None:
+        if os.path.isdir(path):
+            mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+        else:
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)

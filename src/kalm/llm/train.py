@@ -150,7 +150,7 @@ def sft_config(settings: TrainSettings, n_batches: int) -> SFTConfig:
         dataset_kwargs={"skip_prepare_dataset": True},
         activation_checkpointing=False,
         dataloader_num_workers=0,
-        disable_tqdm=True,
+        disable_tqdm=False,
         ddp_find_unused_parameters=True,  # e.g. the action head gets no gradient from a dynamics batch
     )
 

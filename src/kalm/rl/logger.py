@@ -34,6 +34,8 @@ class MLflowAdapter:
         if self.log_to_mlflow and self._pending:
             import mlflow
 
+            if mlflow.active_run() is None:  # tracking.enabled: false
+                return
             mlflow.log_metrics({f"{self.prefix}{k}": v for k, v in self._pending.items()}, step=step)
 
     def save_model(self, epoch: int, algo: Any) -> None:

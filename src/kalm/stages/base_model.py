@@ -18,7 +18,7 @@ from typing import Any
 from kalm import paths
 from kalm.config import Params
 from kalm.data import atomic_path, write_json
-from kalm.tracking import log_metrics, stage_run
+from kalm.tracking import log_metrics, set_tags, stage_run
 
 STAGE = "base_model"
 log = logging.getLogger(__name__)
@@ -53,9 +53,7 @@ def run(params: Params) -> dict[str, Any]:
         }
         write_json(paths.metrics_file(STAGE), metrics)
         log_metrics(metrics)
-        import mlflow
-
-        mlflow.set_tag("base_model.source", how)
-        mlflow.log_metric("seconds", time.monotonic() - start)  # timing stays out of the JSON: it is not reproducible
+        set_tags({"base_model.source": how})
+        log_metrics({"seconds": time.monotonic() - start})  # timing stays out of the JSON: it is not reproducible
     log.info("base_model: %s, %d parameters", how, metrics["parameters"])
     return metrics

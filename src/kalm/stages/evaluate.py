@@ -28,7 +28,7 @@ from kalm import paths
 from kalm.config import Params
 from kalm.data import atomic_path, write_json
 from kalm.tasks import LEVELS, Suite, parse_goal, shipped_suite, training_goals, training_instructions
-from kalm.tracking import log_metrics, stage_run
+from kalm.tracking import log_artifact, log_metrics, stage_run
 
 STAGE = "evaluate"
 log = logging.getLogger(__name__)
@@ -291,8 +291,6 @@ def run(params: Params) -> dict[str, Any]:
         for algo in paths.ALGOS:
             policy_seeds(variant, algo)  # fail on missing policies before any work
     with stage_run(STAGE, params, sections=("env", "evaluate")):
-        import mlflow
-
         levels = level_episodes(params)
         with atomic_path(paths.EVAL_REPORTS) as render_tmp:
             render_tmp.mkdir(parents=True)
@@ -305,9 +303,9 @@ def run(params: Params) -> dict[str, Any]:
             bar_chart(summary, list(levels), tmp)
         write_json(paths.EVAL_METRICS, metrics)
         log_metrics(metrics)
-        mlflow.log_artifact(str(png))
-        mlflow.log_artifact(str(paths.EVAL_SUCCESS))
-        mlflow.log_artifacts(str(paths.EVAL_REPORTS), artifact_path="episodes")
+        log_artifact(png)
+        log_artifact(paths.EVAL_SUCCESS)
+        log_artifact(paths.EVAL_REPORTS, artifact_path="episodes")
     return metrics
 
 

@@ -197,11 +197,7 @@ def run(params: Params) -> dict[str, Any]:
         write_loss_curve(recorder.rows, paths.GROUND_LOSS)
         write_json(paths.metrics_file(STAGE), metrics)
         log_metrics(metrics)
-        import mlflow
-
-        mlflow.log_metric("train_seconds", train_seconds)
-        mlflow.log_metric(
-            "samples_per_second", len(samples) * metrics["steps_done"] / max(len(batches), 1) / train_seconds
-        )
+        samples_done = len(samples) * metrics["steps_done"] / max(len(batches), 1)
+        log_metrics({"train_seconds": train_seconds, "samples_per_second": samples_done / train_seconds})
     log.info("ground: %s", metrics)
     return metrics

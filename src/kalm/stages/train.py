@@ -21,7 +21,7 @@ import numpy as np
 from kalm import paths
 from kalm.config import Params
 from kalm.data import Episode, atomic_path, read_episodes, write_json
-from kalm.tracking import log_metrics, stage_run
+from kalm.tracking import log_artifact, log_metrics, set_tags, stage_run
 
 STAGE = "train"
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def train_policies(
     start = time.perf_counter()
     encoder = GoalEncoder(cfg.encoder)
     embeddings = encoder.table([e.instruction for e in [*real, *imagined]])
-    encode_s = time.perf_counter() - start
+    log_metrics({"encode_seconds": time.perf_counter() - start})
     buffer = build_buffer(real, imagined, embeddings, mix=cfg.mix if variant == "kalm" else "uniform")
     obs_dim = STATE_DIM + encoder.dim
     probe = buffer.batch_from_indices(
@@ -119,7 +119,7 @@ def train_policies(
             experiment_name=f"{variant}-{algo_name}-seed{k}",
             with_timestamp=False,
             logger_adapter=factory,
-            show_progress=False,
+            show_progress=True,
             evaluators=evaluators,
         )
         seconds = time.perf_counter() - t0
@@ -143,7 +143,9 @@ def train_policies(
         rows = factory.adapter.rows if factory.adapter else []
         write_curve(curves_out / f"seed{k}.csv", rows)
         final = {key: round(v, 6) for key, v in rows[-1].items() if key not in ("epoch", "step")} if rows else {}
-        per_seed[f"seed{k}"] = {**final, "seconds": round(seconds, 2), "updates_per_s": round(steps_done / seconds, 1)}
+        per_seed[f"seed{k}"] = final
+        # Timings go to MLflow only: the metrics JSON is reproduced exactly by a re-run.
+        log_metrics({f"seed{k}.seconds": seconds, f"seed{k}.updates_per_s": steps_done / seconds})
         log.info("train %s-%s seed%d: %s", variant, algo_name, k, per_seed[f"seed{k}"])
     keys = sorted({key for m in per_seed.values() for key in m})
     return {
@@ -151,7 +153,6 @@ def train_policies(
         "episodes": {"real": len(real), "imagined": len(imagined)},
         "transitions": {"real": sum(e.length for e in real), "imagined": sum(e.length for e in imagined)},
         "instructions": len(embeddings),
-        "encode_seconds": round(encode_s, 2),
         "steps": cfg.steps // cfg.steps_per_epoch * cfg.steps_per_epoch,
         "mean": {key: round(float(np.mean([m[key] for m in per_seed.values()])), 6) for key in keys},
         "seeds": per_seed,
@@ -166,10 +167,8 @@ def run(params: Params, variant: str, algo: str) -> dict[str, Any]:
         raise ValueError(f"algo: {algo!r} is not one of {', '.join(paths.ALGOS)}")
     real, imagined = load_episodes(variant)
     name = paths.policy_name(variant, algo)
-    with stage_run(f"{STAGE}@{name}", params, sections=("train",)) as _run:
-        import mlflow
-
-        mlflow.set_tags({"variant": variant, "algo": algo})
+    with stage_run(f"{STAGE}@{name}", params, sections=("train",)):
+        set_tags({"variant": variant, "algo": algo})
         with (
             atomic_path(paths.policy_dir(variant, algo)) as policy_tmp,
             atomic_path(paths.train_curves(variant, algo)) as curves_tmp,
@@ -177,7 +176,6 @@ def run(params: Params, variant: str, algo: str) -> dict[str, Any]:
             metrics = train_policies(params, variant, algo, real, imagined, policy_tmp, curves_tmp)
             write_json(paths.train_metrics(variant, algo), metrics)
         log_metrics({k: v for k, v in metrics.items() if k != "seeds"})
-        for curve in sorted(paths.train_curves(variant, algo).glob("*.csv")):
-            mlflow.log_artifact(str(curve), artifact_path="curves")
+        log_artifact(paths.train_curves(variant, algo), artifact_path="curves")
     log.info("train %s: %s", name, metrics["mean"])
     return metrics
