@@ -184,6 +184,13 @@ def save_grounded(lm: nn.Module, tokenizer: Any, out_dir: Path, spec: ModelSpec,
     if spec.finetune == "lora":
         # The resized embedding rows of the slot tokens are rebuilt exactly on load; no need to store the matrix.
         lm.save_pretrained(out_dir, save_embedding_layers=False)
+        # PEFT writes target_modules from a set, in an order that changes with the process's hash seed; sorted, the
+        # folder (and so its hash in dvc.lock) is the same on every run.
+        config_path = out_dir / "adapter_config.json"
+        config = json.loads(config_path.read_text())
+        config = {k: sorted(v) if isinstance(v, list) and all(isinstance(x, str) for x in v) else v
+                  for k, v in config.items()}  # fmt: skip
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     else:
         state = {k: v for k, v in lm.state_dict().items() if not k.startswith(f"{NUMERIC}.")}
         lm.save_pretrained(out_dir, state_dict=state)
