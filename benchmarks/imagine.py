@@ -20,8 +20,7 @@ import torch
 
 from kalm.env import CLEVRRobotEnv
 from kalm.llm.generate import generate_rollout_uncached, generate_rollouts
-from kalm.llm.model import ModelSpec, build_trainable, load_grounded, placeholder_ids
-from kalm.llm.prompts import SampleBuilder
+from kalm.llm.model import ModelSpec, build_trainable, load_grounded, sample_builder
 from kalm.tasks import shipped_suite
 
 
@@ -43,10 +42,7 @@ def main() -> None:
     args = parser.parse_args()
 
     lm, tokenizer, what = load(args.model, args.base)
-    state_id, action_id = placeholder_ids(tokenizer)
-    builder = SampleBuilder(
-        lambda t: tokenizer(t, add_special_tokens=False)["input_ids"], state_id, action_id, tokenizer.eos_token_id
-    )
+    builder = sample_builder(tokenizer)
     env = CLEVRRobotEnv()
     starts = np.stack([env.reset(seed=i)[0] for i in range(args.batch)])
     texts = [t for t, _ in shipped_suite("rephrase").expand()][: args.batch]

@@ -13,16 +13,20 @@ import torch
 
 from kalm.llm.batches import episode_samples, make_batches
 from kalm.llm.generate import generate_rollouts, predict_next_states
-from kalm.llm.model import ModelSpec, build_trainable, load_grounded, numeric_of, placeholder_ids, save_grounded
+from kalm.llm.model import (
+    ModelSpec,
+    build_trainable,
+    load_grounded,
+    numeric_of,
+    sample_builder,
+    save_grounded,
+)
 from kalm.llm.prompts import SampleBuilder
 from kalm.llm.train import TrainSettings, train
 
 
 def builder_for(tokenizer) -> SampleBuilder:
-    state_id, action_id = placeholder_ids(tokenizer)
-    return SampleBuilder(
-        lambda t: tokenizer(t, add_special_tokens=False)["input_ids"], state_id, action_id, tokenizer.eos_token_id
-    )
+    return sample_builder(tokenizer)
 
 
 def trained(tiny_base: Path, episodes: list, finetune: str, tmp_path: Path, steps_from: int = 6):
@@ -65,7 +69,7 @@ def test_full_finetuning_trains_every_weight(tiny_base, tiny_episodes, tmp_path)
 OUTPUTS = """
 import json, sys
 import numpy as np, torch
-from kalm.llm.model import load_grounded, placeholder_ids
+from kalm.llm.model import load_grounded, placeholder_ids, sample_builder
 from kalm.llm.prompts import SampleBuilder
 from kalm.llm.generate import predict_next_states
 lm, tok, meta = load_grounded(sys.argv[1], base_dir=sys.argv[2])

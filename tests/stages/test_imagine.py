@@ -16,8 +16,7 @@ from kalm.config import Params
 from kalm.data import read_episodes, write_episodes
 from kalm.env import CLEVRRobotEnv
 from kalm.llm.generate import generate_rollout_uncached, generate_rollouts
-from kalm.llm.model import ModelSpec, build_trainable, numeric_of, placeholder_ids
-from kalm.llm.prompts import SampleBuilder
+from kalm.llm.model import ModelSpec, build_trainable, numeric_of, sample_builder
 from kalm.stages import ground, imagine
 from kalm.tasks import parse_goal
 
@@ -32,10 +31,7 @@ def lively_lm(tiny_base: Path):
         for head in (numeric_of(lm).state_out, numeric_of(lm).action_out):
             head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * 0.05)
     lm.eval()
-    state_id, action_id = placeholder_ids(tokenizer)
-    builder = SampleBuilder(
-        lambda t: tokenizer(t, add_special_tokens=False)["input_ids"], state_id, action_id, tokenizer.eos_token_id
-    )
+    builder = sample_builder(tokenizer)
     return lm, tokenizer, builder
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kalm.llm.numeric import NumericIO, anchor_states
-from kalm.llm.prompts import ACTION_TOKEN, STATE, STATE_TOKEN
+from kalm.llm.prompts import ACTION_TOKEN, STATE, STATE_TOKEN, SampleBuilder
 
 NUMERIC = "kalm_numeric"
 META_FILE = "kalm.json"
@@ -141,6 +141,14 @@ def hidden_states(lm: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor
     """Last hidden states (B, L, H) for a right-padded batch."""
     out = backbone_of(lm)(inputs_embeds=embed(lm, batch), attention_mask=batch["attention_mask"], use_cache=False)
     return out.last_hidden_state
+
+
+def sample_builder(tokenizer: Any) -> SampleBuilder:
+    """The SampleBuilder of a grounded model's tokenizer (its placeholder tokens, EOS ending answers)."""
+    state_id, action_id = placeholder_ids(tokenizer)
+    return SampleBuilder(
+        lambda text: tokenizer(text, add_special_tokens=False)["input_ids"], state_id, action_id, tokenizer.eos_token_id
+    )
 
 
 def compute_losses(lm: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

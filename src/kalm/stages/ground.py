@@ -105,8 +105,7 @@ def run(params: Params) -> dict[str, Any]:
     from transformers import set_seed
 
     from kalm.llm.batches import episode_samples, make_batches
-    from kalm.llm.model import ModelSpec, build_trainable, placeholder_ids, save_grounded
-    from kalm.llm.prompts import SampleBuilder
+    from kalm.llm.model import ModelSpec, build_trainable, sample_builder, save_grounded
     from kalm.llm.train import TrainSettings, train
 
     cfg = params.ground
@@ -136,13 +135,7 @@ def run(params: Params) -> dict[str, Any]:
     dtype = torch.bfloat16 if bf16 and cfg.finetune == "lora" else torch.float32
     lm, tokenizer = build_trainable(spec, dtype, params.seed)
     lm.to(device)
-    state_id, action_id = placeholder_ids(tokenizer)
-    builder = SampleBuilder(
-        lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
-        state_id,
-        action_id,
-        tokenizer.eos_token_id,
-    )
+    builder = sample_builder(tokenizer)
     rng = np.random.default_rng([params.seed, 0x5F7])
     samples = [s for _ in range(cfg.epochs) for e in train_eps for s in episode_samples(builder, e, rng)]
     batches = make_batches(samples, cfg.batch_size, tokenizer.pad_token_id, rng)

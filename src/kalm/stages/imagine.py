@@ -188,8 +188,7 @@ def run(params: Params) -> dict[str, Any]:
     import torch
     from PIL import Image
 
-    from kalm.llm.model import load_grounded, placeholder_ids
-    from kalm.llm.prompts import SampleBuilder
+    from kalm.llm.model import load_grounded, sample_builder
     from kalm.stages.ground import resolve_bf16, resolve_device
 
     offline = read_episodes(paths.OFFLINE_EPISODES, made_by="collect")
@@ -198,10 +197,7 @@ def run(params: Params) -> dict[str, Any]:
     torch.manual_seed(params.seed)
     lm, tokenizer, _ = load_grounded(paths.GROUNDED_MODEL, base_dir=paths.BASE_MODEL, dtype=dtype)
     lm.to(device)
-    state_id, action_id = placeholder_ids(tokenizer)
-    builder = SampleBuilder(
-        lambda text: tokenizer(text, add_special_tokens=False)["input_ids"], state_id, action_id, tokenizer.eos_token_id
-    )
+    builder = sample_builder(tokenizer)
     limit = dynamics_limit(offline)
     env = CLEVRRobotEnv(render_mode="rgb_array", max_episode_steps=params.env.max_episode_steps)
     counts = {"rephrase": params.imagine.rephrase, "easy": params.imagine.easy, "hard": params.imagine.hard}
