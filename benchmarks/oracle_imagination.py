@@ -1,0 +1,137 @@
+"""How much could KALM gain if imagination were right? Trains the same policies on three data sets and evaluates them
+on the pipeline's evaluation episodes, in one run:
+
+- ``baseline``: the offline episodes only (as the `train` stage's baseline);
+- ``kalm-llm``: offline + the grounded LLM's imagined rollouts (data/imagined/, as the `train` stage's kalm);
+- ``kalm-oracle``: offline + "perfect imagination" for the same tasks and initial states: the rephrase rollouts are
+  re-made by the scripted behaviour policy in the real env (the policy that collected the offline data), the easy
+  rollouts get an action that satisfies the easy goal, stepped in the real env. The hard level has no scripted
+  solver, so the LLM's hard rollouts are kept.
+
+    python benchmarks/oracle_imagination.py [--algo bc --algo cql] [--seeds 1] [--params params.yaml]
+
+Needs the `collect` and `imagine` outputs (`dvc repro imagine`). Uses ``train.*`` from the params (steps, mix,
+hyper-parameters) and ``evaluate.*`` for the episodes; writes nothing outside a temporary folder and logs nothing to
+MLflow. Prints success per level and novel_mean per data set, and the ratios to the baseline. This is a diagnostic
+of the RL side, not a KALM result: the oracle uses the simulator, which imagination must not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from kalm import paths
+from kalm.config import load_params
+from kalm.data import Episode, read_episodes
+from kalm.env import CLEVRRobotEnv
+from kalm.rl.algos import load_policy
+from kalm.stages import evaluate, train
+from kalm.tasks import parse_goal
+from kalm.tasks.behaviour import behaviour_action
+
+NOVEL = ("rephrase", "easy", "hard")
+
+
+def oracle_episode(env: CLEVRRobotEnv, imagined: Episode, rng: np.random.Generator, epsilon: float) -> Episode:
+    """The real env's episode for an imagined rollout's task and initial state, acted by the scripted policy."""
+    spec = json.loads(imagined.goal)
+    goal = parse_goal(spec)
+    obs, _ = env.reset(options={"goal": spec, "positions": imagined.observations[0].reshape(5, 2)})
+    observations, actions, rewards = [obs], [], []
+    while True:
+        if goal.ends_after_one_step:
+            good = [a for a in range(40) if goal.is_success(obs, a, obs)]  # the easy test reads the action only
+            action = int(rng.choice(good))
+        else:
+            action = behaviour_action(obs, goal, rng, epsilon)
+        obs, reward, terminated, truncated, info = env.step(action)
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(reward)
+        if terminated or truncated:
+            break
+    return Episode(
+        episode_id=imagined.episode_id,
+        level=imagined.level,
+        source="oracle",
+        goal=imagined.goal,
+        instruction=imagined.instruction,
+        observations=np.stack(observations).astype(np.float32),
+        actions=np.asarray(actions, dtype=np.int16),
+        rewards=np.asarray(rewards, dtype=np.float32),
+        success=bool(info["is_success"]),
+        terminated=bool(terminated),
+        seed=imagined.seed,
+    )
+
+
+def imagined_sets(epsilon: float, max_steps: int, seed: int) -> dict[str, list[Episode]]:
+    """The LLM's imagined episodes and their oracle counterparts."""
+    llm: list[Episode] = []
+    oracle: list[Episode] = []
+    env = CLEVRRobotEnv(max_episode_steps=max_steps)
+    rng = np.random.default_rng([seed, 0x0AC1E])
+    for level in NOVEL:
+        episodes = read_episodes(paths.imagined_episodes(level), made_by="imagine")
+        llm.extend(episodes)
+        oracle.extend(episodes if level == "hard" else [oracle_episode(env, e, rng, epsilon) for e in episodes])
+    env.close()
+    return {"kalm-llm": llm, "kalm-oracle": oracle}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--algo", action="append", choices=paths.ALGOS, help="repeatable; default: bc and cql")
+    parser.add_argument("--seeds", type=int, default=1, help="policies per algo and data set")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    params = params.model_copy(update={"train": params.train.model_copy(update={"seeds": args.seeds})})
+    real = read_episodes(paths.OFFLINE_EPISODES, made_by="collect")
+    sets = {"baseline": [], **imagined_sets(params.collect.epsilon, params.env.max_episode_steps, params.seed)}
+    for name, episodes in sets.items():
+        by_level = {lv: [e for e in episodes if e.level == lv] for lv in NOVEL}
+        print(f"{name}: imagined success " + ", ".join(f"{lv} {np.mean([e.success for e in es] or [0]):.3f}"
+                                                       for lv, es in by_level.items()))  # fmt: skip
+    levels = evaluate.level_episodes(params)
+    texts = [e.instruction for episodes in levels.values() for e in episodes]
+    embedder = evaluate.Embedder()
+    table: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for algo in args.algo or list(paths.ALGOS):
+            for name, imagined in sets.items():
+                variant = "baseline" if name == "baseline" else "kalm"
+                out = Path(tmp) / f"{name}-{algo}"
+                train.train_policies(
+                    params, variant, algo, real, imagined, out / "policy", out / "curves", log_to_mlflow=False
+                )
+                per_seed = []
+                for folder in sorted((out / "policy").glob("seed*")):
+                    policy, meta = load_policy(folder)
+                    embeddings = embedder.table(meta["encoder"], texts)
+                    steps = params.env.max_episode_steps
+                    per_seed.append(
+                        {
+                            level: float(evaluate.rollout_success(policy, eps, embeddings, steps).mean())
+                            for level, eps in levels.items()
+                        }
+                    )
+                row = {level: float(np.mean([s[level] for s in per_seed])) for level in levels}
+                row["novel_mean"] = float(np.mean([row[level] for level in NOVEL]))
+                table[f"{name} {algo}"] = row
+                print(f"{name:>12} {algo}: " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
+    print("\nnovel_mean relative to the baseline of the same algo:")
+    for algo in args.algo or list(paths.ALGOS):
+        base = table[f"baseline {algo}"]["novel_mean"]
+        for name in ("kalm-llm", "kalm-oracle"):
+            value = table[f"{name} {algo}"]["novel_mean"]
+            print(f"  {algo} {name}: {value:.3f} / {base:.3f} = {value / base if base else float('nan'):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
