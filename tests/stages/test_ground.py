@@ -1,19 +1,24 @@
-"""`base_model` and `ground` on the tiny backbone: outputs, held-out diagnostics, MLflow, reload."""
+"""`base_model` and `ground` on the tiny backbone: outputs, held-out diagnostics, MLflow, reload without pickles."""
 
 from __future__ import annotations
 
 import csv
 import json
+import pickle
 import shutil
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from kalm import paths
 from kalm.config import Params
 from kalm.data import write_episodes
+from kalm.llm.generate import predict_next_states
+from kalm.llm.model import load_grounded, numeric_of, sample_builder
 from kalm.stages import base_model, ground
 
 
@@ -56,6 +61,41 @@ def test_ground_writes_model_metrics_and_loss_curve(grounded: dict, tiny_params:
     assert run.data.metrics["explanation_accuracy"] == metrics["explanation_accuracy"]
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")
     assert len(history) == len(rows)
+
+
+def test_grounded_model_loads_without_unpickling(
+    grounded: dict, tiny_episodes: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder `ground` writes is safetensors, JSON and tokenizer.json: reloading it never unpickles anything."""
+    files = sorted(p.name for p in paths.GROUNDED_MODEL.iterdir())
+    assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"))], files
+    saved = load_file(paths.GROUNDED_MODEL / "adapter_model.safetensors")
+    base = load_file(paths.BASE_MODEL / "model.safetensors")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a pickle was loaded")
+
+    class RefusingUnpickler(pickle.Unpickler):
+        def __init__(self, *args, **kwargs) -> None:
+            refuse()
+
+    for module, name in [(torch, "load"), (torch.serialization, "load"), (pickle, "load"), (pickle, "loads")]:
+        monkeypatch.setattr(module, name, refuse)
+    monkeypatch.setattr(pickle, "Unpickler", RefusingUnpickler)
+    lm, tokenizer, meta = load_grounded(paths.GROUNDED_MODEL, base_dir=paths.BASE_MODEL)
+    monkeypatch.undo()
+
+    assert meta["finetune"] == "lora" and meta["backbone"] == "tiny"
+    numeric = numeric_of(lm).state_dict()
+    assert len(numeric) == 7
+    for key, value in numeric.items():  # the trained numeric modules, as saved
+        assert torch.equal(value, saved[f"base_model.model.kalm_numeric.{key}"]), key
+    name = "model.layers.0.self_attn.q_proj.weight"  # LoRA merged into the base weights
+    assert not torch.allclose(lm.state_dict()[name].float(), base[name].float())
+    states = np.stack([e.observations[0] for e in tiny_episodes[:4]])
+    predicted = predict_next_states(lm, sample_builder(tokenizer), tokenizer.pad_token_id, states, np.arange(4) % 40)
+    assert predicted.shape == states.shape and np.isfinite(predicted).all()
+    assert not np.allclose(predicted, states)  # the trained head, not the zero-initialised "nothing moves" one
 
 
 def test_ground_refuses_missing_inputs(tiny_params: Params, mlflow_store: str) -> None:
