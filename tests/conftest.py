@@ -7,6 +7,10 @@ import shutil
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+# One thread per process (DESIGN §7): on 2 shared cores, two OpenMP threads per torch process spin against each
+# other and against the other processes, 3x slower on the tiny models; inherited by every subprocess (dvc).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["DVC_NO_ANALYTICS"] = "1"
