@@ -1,5 +1,10 @@
-"""`dvc repro` on a copy of the repository with tiny params: every stage runs, a second repro does nothing, a forced
-re-run reproduces every metric (timings aside), MLflow's server shows every stage's run, `dvc plots show` renders."""
+"""`dvc repro` on a copy of the repository with tiny params, run once per module and shared by its tests: every stage
+runs, a second repro does nothing, a forced re-run reproduces every metric (timings aside), MLflow's server shows every
+stage's run, `dvc plots show` renders, and a param change re-runs only what depends on it.
+
+Each stage is a fresh process that spends ~15 s importing torch, transformers, d3rlpy and MLflow on 2 cores, so the
+module runs as few stages as the checks need: one full repro, then train + evaluate forced, then one evaluate.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,30 +28,85 @@ from tests.conftest import REPO, tiny_params_dict
 
 pytestmark = pytest.mark.slow
 
+TRAIN_STAGES = [f"train@{v}-{a}" for v in ("baseline", "kalm") for a in ("bc", "cql")]
+STAGES = ["base_model", "collect", "ground", "imagine", *TRAIN_STAGES, "evaluate"]
+# What `dvc repro --force` re-runs: the policies and their evaluation. Every metric is compared after it; the stages
+# before train are not re-run (~15 s of start-up each) but collect and train have same-seed tests in tests/stages/.
+FORCED = ["train", "evaluate"]
+BIN = Path(sys.executable).parent
 
-def sh(*args: str, cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+def sh(*args: str, cwd: Path, env: dict[str, str] | None = None, stdout_only: bool = False) -> str:
+    """Run a command of the venv; stdout (+ stderr unless ``stdout_only``); fail the test on a non-zero exit."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, f"{' '.join(args)}\n{out.stdout}\n{out.stderr}"
-    return out.stdout + out.stderr
+    return out.stdout if stdout_only else out.stdout + out.stderr
 
 
-@pytest.fixture
-def repo_copy(tmp_path: Path) -> Path:
-    dest = tmp_path / "repo"
+@dataclass(frozen=True)
+class Pipeline:
+    """The repository copy after its first `dvc repro`, what that printed, and an MLflow server on its store."""
+
+    repo: Path
+    output: str
+    server: subprocess.Popen
+    port: int
+
+    def dvc(self, *args: str, stdout_only: bool = False) -> str:
+        """dvc in the copy, its stages tracking into the copy's MLflow store."""
+        tracking = {"MLFLOW_TRACKING_URI": f"sqlite:///{self.repo / 'mlflow.db'}"}
+        return sh("dvc", *args, cwd=self.repo, env=tracking, stdout_only=stdout_only)
+
+
+def copy_repo(dest: Path) -> Path:
+    """The committed files (not dvc.lock and metrics) with tiny params, as a fresh git repository."""
     files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     for name in files.splitlines():
         if name in ("dvc.lock",) or name.startswith("metrics/"):
             continue
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, dest / name)
-    (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict(), sort_keys=False))
+    params = tiny_params_dict()
+    # No evaluation strips: 16 of them, ~40 software-rendered frames each, would add ~50 s to every evaluate run
+    # (tests/stages/test_evaluate.py renders them). imagine still draws its strips under DVC.
+    params["evaluate"]["render"] = 0
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", cwd=dest)
     sh("git", "config", "user.name", "kalm tests", cwd=dest)  # `dvc exp run` needs a git identity
     sh("git", "config", "user.email", "tests@kalm.invalid", cwd=dest)
     sh("git", "add", "-A", cwd=dest)
     sh("git", "commit", "-qm", "copy", cwd=dest)
     return dest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory, migrated_mlflow_db: Path) -> Iterator[Pipeline]:
+    """One `dvc repro` of the whole tiny pipeline, committed as a user would before experiments; an MLflow server on
+    its store starts in the background (~20 s) while the next tests run."""
+    repo = copy_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+    shutil.copy(migrated_mlflow_db, repo / "mlflow.db")  # creating the store costs ~10 s in the first stage
+    output = sh("dvc", "repro", cwd=repo, env={"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"})
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", "repro", cwd=repo)
+    port = free_port()
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}"],
+        cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # its job runner starts 5 more processes
+    )  # fmt: skip
+    try:
+        yield Pipeline(repo, output, server, port)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 TIMING = re.compile(r"seconds|per_s(econd)?$|_s$")
@@ -64,10 +126,31 @@ def all_metrics(repo: Path) -> dict[str, object]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def ran(output: str) -> list[str]:
+    """The stages a `dvc repro` / `dvc exp run` output says it ran, in order."""
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def test_repro_runs_every_stage_once_and_then_nothing(pipeline: Pipeline) -> None:
+    assert sorted(ran(pipeline.output)) == sorted(STAGES)
+    assert json.loads((pipeline.repo / "metrics" / "collect.json").read_text())["episodes"] == 12
+    again = pipeline.dvc("repro")
+    assert not ran(again) and "up to date" in again
+
+
+def test_forced_rerun_reproduces_every_metric(pipeline: Pipeline) -> None:
+    first = all_metrics(pipeline.repo)
+    expected = {f"metrics/{s}.json" for s in ("base_model", "collect", "ground", "imagine", "eval")}
+    expected |= {f"metrics/train/{s.removeprefix('train@')}.json" for s in TRAIN_STAGES}
+    assert set(first) == expected
+    forced = pipeline.dvc("repro", "--force", "--single-item", *FORCED)
+    assert ran(forced) == [s for s in STAGES if s.split("@")[0] in FORCED]
+    assert all_metrics(pipeline.repo) == first
+
+
+def test_dvc_plots_show_renders(pipeline: Pipeline) -> None:
+    html = pipeline.dvc("plots", "show", "-o", str(pipeline.repo / "plots_html"))
+    assert "index.html" in html and (pipeline.repo / "plots_html" / "index.html").stat().st_size > 1000
 
 
 def rest(port: int, path: str, body: dict | None = None) -> dict:
@@ -79,62 +162,33 @@ def rest(port: int, path: str, body: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
-def test_pipeline_reproduces_itself_and_mlflow_serves_every_stage(
-    repo_copy: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo_copy / 'mlflow.db'}")
-    out = sh("dvc", "repro", cwd=repo_copy)
-    for stage in ("base_model", "collect", "ground", "imagine", "evaluate"):
-        assert f"Running stage '{stage}'" in out
-    assert all(f"Running stage 'train@{v}-{a}'" in out for v in ("baseline", "kalm") for a in ("bc", "cql"))
-    assert json.loads((repo_copy / "metrics" / "collect.json").read_text())["episodes"] == 12
-    again = sh("dvc", "repro", cwd=repo_copy)
-    assert "Running stage" not in again and "up to date" in again
-    first = all_metrics(repo_copy)
-    assert {"metrics/ground.json", "metrics/imagine.json", "metrics/eval.json"} <= set(first)
-    sh("dvc", "repro", "--force", cwd=repo_copy)
-    assert all_metrics(repo_copy) == first
+def test_mlflow_server_serves_every_stage(pipeline: Pipeline) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            experiment = rest(pipeline.port, "experiments/get-by-name?experiment_name=kalm")["experiment"]
+            break
+        except OSError:
+            assert time.monotonic() < deadline and pipeline.server.poll() is None, "mlflow server did not come up"
+            time.sleep(0.5)
+    search = {"experiment_ids": [experiment["experiment_id"]], "max_results": 200}
+    by_stage: dict[str, list] = {}
+    for run in rest(pipeline.port, "runs/search", search)["runs"]:
+        tags = {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+        by_stage.setdefault(tags["stage"], []).append(run)
+    assert set(STAGES) <= set(by_stage), sorted(by_stage)
+    for stage, stage_runs in by_stage.items():
+        run = stage_runs[0]["data"]
+        assert run.get("params") and run.get("metrics"), stage
+    ground_run = by_stage["ground"][0]["data"]
+    logged = {m["key"]: m["value"] for m in ground_run["metrics"]}
+    ground = json.loads((pipeline.repo / "metrics" / "ground.json").read_text())
+    assert logged["dynamics_mse"] == pytest.approx(ground["dynamics_mse"])
+    assert {p["key"]: p["value"] for p in ground_run["params"]}["llm.backbone"] == "tiny"
 
-    html = sh("dvc", "plots", "show", "-o", str(repo_copy / "plots_html"), cwd=repo_copy)
-    assert "index.html" in html and (repo_copy / "plots_html" / "index.html").stat().st_size > 1000
 
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{repo_copy / 'mlflow.db'}"],
-        cwd=repo_copy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                experiment = rest(port, "experiments/get-by-name?experiment_name=kalm")["experiment"]
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "mlflow server did not come up"
-                time.sleep(0.5)
-        runs = rest(port, "runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 200})["runs"]
-        by_stage: dict[str, list] = {}
-        for run in runs:
-            tags = {t["key"]: t["value"] for t in run["data"].get("tags", [])}
-            by_stage.setdefault(tags["stage"], []).append(run)
-        stages = {"base_model", "collect", "ground", "imagine", "evaluate"}
-        stages |= {f"train@{v}-{a}" for v in ("baseline", "kalm") for a in ("bc", "cql")}
-        assert stages <= set(by_stage), sorted(by_stage)
-        for stage, stage_runs in by_stage.items():
-            run = stage_runs[0]["data"]
-            assert run.get("params") and run.get("metrics"), stage
-        ground_run = by_stage["ground"][0]["data"]
-        logged = {m["key"]: m["value"] for m in ground_run["metrics"]}
-        ground = json.loads((repo_copy / "metrics" / "ground.json").read_text())
-        assert logged["dynamics_mse"] == pytest.approx(ground["dynamics_mse"])
-        assert {p["key"]: p["value"] for p in ground_run["params"]}["llm.backbone"] == "tiny"
-    finally:
-        os.kill(server.pid, 15)
-        server.wait(timeout=30)
-
-    # A param change re-runs only what depends on it.
-    evaluation = json.loads((repo_copy / "metrics" / "eval.json").read_text())
-    third = sh("dvc", "exp", "run", "-S", "evaluate.episodes=2", cwd=repo_copy)
-    assert "Running stage 'evaluate'" in third and "Running stage 'train" not in third
-    assert json.loads((repo_copy / "metrics" / "eval.json").read_text()) != evaluation
+def test_param_change_reruns_only_evaluate(pipeline: Pipeline) -> None:
+    evaluation = json.loads((pipeline.repo / "metrics" / "eval.json").read_text())
+    out = pipeline.dvc("exp", "run", "-S", "evaluate.episodes=2")
+    assert ran(out) == ["evaluate"]
+    assert json.loads((pipeline.repo / "metrics" / "eval.json").read_text()) != evaluation
