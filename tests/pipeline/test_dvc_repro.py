@@ -1,9 +1,10 @@
 """`dvc repro` on a copy of the repository with tiny params, run once per module and shared by its tests: every stage
 runs, a second repro does nothing, a forced re-run reproduces every metric (timings aside), MLflow's server shows every
-stage's run, `dvc plots show` renders, and a param change re-runs only what depends on it.
+stage's run, `dvc plots show` renders, and a sweep queued for one worker runs, each experiment re-running only what its
+param change touches.
 
 Each stage is a fresh process that spends ~15 s importing torch, transformers, d3rlpy and MLflow on 2 cores, so the
-module runs as few stages as the checks need: one full repro, then train + evaluate forced, then one evaluate.
+module runs as few stages as the checks need: one full repro, then train + evaluate forced, then two evaluates queued.
 """
 
 from __future__ import annotations
@@ -187,8 +188,75 @@ def test_mlflow_server_serves_every_stage(pipeline: Pipeline) -> None:
     assert {p["key"]: p["value"] for p in ground_run["params"]}["llm.backbone"] == "tiny"
 
 
-def test_param_change_reruns_only_evaluate(pipeline: Pipeline) -> None:
-    evaluation = json.loads((pipeline.repo / "metrics" / "eval.json").read_text())
-    out = pipeline.dvc("exp", "run", "-S", "evaluate.episodes=2")
-    assert ran(out) == ["evaluate"]
-    assert json.loads((pipeline.repo / "metrics" / "eval.json").read_text()) != evaluation
+def experiments(pipeline: Pipeline) -> dict[str, dict]:
+    """`dvc exp show --json` as {experiment name: its data (params, metrics)}."""
+    shown = json.loads(pipeline.dvc("exp", "show", "--json", stdout_only=True))
+    return {
+        rev["name"]: rev["data"]
+        for baseline in shown
+        for exp in baseline.get("experiments") or []
+        for rev in exp["revs"]
+        if rev.get("name")
+    }
+
+
+def queue_states(pipeline: Pipeline) -> dict[str, str]:
+    """{task name: Queued | Running | Success | Failed} from `dvc queue status`."""
+    status = pipeline.dvc("queue", "status", stdout_only=True)
+    return dict(re.findall(r"^[0-9a-f]{7}\s+(\S+)\s.*\s(\w+)\s*$", status, flags=re.MULTILINE))
+
+
+def wait_for_queue(pipeline: Pipeline, count: int, timeout: float) -> dict[str, str]:
+    """The queue's final task states, once ``count`` experiments were collected or one failed."""
+    deadline = time.monotonic() + timeout
+
+    def done() -> bool:  # git is cheap to poll, a dvc call costs ~3 s of CPU that the worker needs
+        refs = sh("git", "for-each-ref", "--format=%(refname)", "refs/exps/", cwd=pipeline.repo, stdout_only=True)
+        collected = [r for r in refs.split() if r.count("/") == 4 and not r.startswith("refs/exps/exec/")]
+        return len(collected) >= count or any(r.endswith("/failed") for r in refs.split())
+
+    while not done():
+        assert time.monotonic() < deadline, f"the queue did not finish: {queue_states(pipeline)}"
+        time.sleep(2)
+    while True:
+        states = queue_states(pipeline)
+        if not any(s in ("Queued", "Running") for s in states.values()):
+            return states
+        assert time.monotonic() < deadline, f"the queue did not finish: {states}"
+        time.sleep(2)
+
+
+def stop_worker(pipeline: Pipeline) -> None:
+    """Stop the queue's worker and wait until its process has gone (it would otherwise idle on)."""
+    pipeline.dvc("queue", "stop", "--kill")
+    pids = []
+    for pid_file in (pipeline.repo / ".dvc" / "tmp" / "exps" / "celery").glob("*.pid"):
+        try:
+            pids.append(int(pid_file.read_text().strip()))
+        except (OSError, ValueError):
+            continue
+    deadline = time.monotonic() + 60
+    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def test_queued_experiments_run_through_one_worker(pipeline: Pipeline) -> None:
+    pipeline.dvc("exp", "run", "--queue", "-S", "evaluate.episodes=1,2")  # a sweep: one experiment per value
+    try:
+        pipeline.dvc("queue", "start", "-j", "1")
+        states = wait_for_queue(pipeline, 2, timeout=480)
+    finally:
+        stop_worker(pipeline)
+    assert sorted(states.values()) == ["Success", "Success"], states
+    shown = experiments(pipeline)
+    assert set(shown) == set(states)
+    evaluations = {}
+    for name, data in shown.items():
+        assert ran(pipeline.dvc("queue", "logs", name)) == ["evaluate"], name  # only what the param change touches
+        episodes = data["params"]["params.yaml"]["data"]["evaluate"]["episodes"]
+        evaluation = data["metrics"]["metrics/eval.json"]["data"]
+        assert evaluation["episodes"]["train"] == episodes and {"baseline-bc", "kalm-cql"} <= set(evaluation)
+        evaluations[episodes] = evaluation
+    assert set(evaluations) == {1, 2} and evaluations[1] != evaluations[2]
+    workspace = json.loads((pipeline.repo / "metrics" / "eval.json").read_text())
+    assert workspace["episodes"]["train"] == 3  # queued experiments leave the workspace alone
