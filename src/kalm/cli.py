@@ -43,18 +43,17 @@ def _load(path: Path) -> Params:
         raise typer.Exit(code=2) from None
 
 
-def _run(stage: str, params: Path) -> dict:
-    """Load params (exit 2 on bad ones), run the stage; a missing or malformed input exits 1 with one line."""
-    loaded = _load(params)
+def _run(stage: str, params: Params, *args: str) -> dict:
+    """Run a stage on loaded params; a missing or malformed input, or a dead tracking server, exits 1 with one line."""
     module = importlib.import_module(f"kalm.stages.{stage}")
-    from kalm.data import EpisodeFileError
+    from kalm.data import InputFileError
     from kalm.tracking import TrackingError, check_server, tracking_uri
 
     try:
-        if loaded.tracking.enabled:
+        if params.tracking.enabled:
             check_server(tracking_uri())  # before any work: a dead server is reported in seconds
-        return module.run(loaded)
-    except (FileNotFoundError, EpisodeFileError, TrackingError) as err:
+        return module.run(params, *args)
+    except (FileNotFoundError, InputFileError, TrackingError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=1) from None
 
@@ -70,7 +69,7 @@ def base_model(params: ParamsOption = Path("params.yaml")) -> None:
 
     Params: seed, llm.backbone, llm.allow_network.
     """
-    metrics = _run("base_model", params)
+    metrics = _run("base_model", _load(params))
     typer.echo(f"base_model: {metrics['parameters']:,} parameters, {metrics['layers']} layers")
 
 
@@ -84,7 +83,7 @@ def collect(params: ParamsOption = Path("params.yaml")) -> None:
 
     Params: seed, env.max_episode_steps, collect.episodes, collect.epsilon.
     """
-    metrics = _run("collect", params)
+    metrics = _run("collect", _load(params))
     typer.echo(
         f"collect: {metrics['episodes']} episodes, success rate {metrics['success_rate']:.3f}, "
         f"mean length {metrics['mean_length']:.2f}"
@@ -104,7 +103,7 @@ def ground(params: ParamsOption = Path("params.yaml")) -> None:
     ground.lora_rank, ground.episodes, ground.epochs, ground.batch_size, ground.lr, ground.numeric_lr,
     ground.head_lr, ground.precision, ground.max_minutes, ground.diagnostic_episodes, ...
     """
-    metrics = _run("ground", params)
+    metrics = _run("ground", _load(params))
     if "explanation_accuracy" in metrics:  # only the main process of `accelerate launch` has the diagnostics
         typer.echo(
             f"ground: explanation accuracy {metrics['explanation_accuracy']:.3f}, dynamics MSE "
@@ -125,7 +124,7 @@ def imagine(params: ParamsOption = Path("params.yaml")) -> None:
     Params: seed, env.max_episode_steps, goals.holdout_fraction, llm.device, ground.precision, imagine.rephrase,
     imagine.easy, imagine.hard, imagine.batch_size, imagine.filter, imagine.render.
     """
-    metrics = _run("imagine", params)
+    metrics = _run("imagine", _load(params))
     rates = ", ".join(f"{level} {m['match_rate']:.3f}" for level, m in metrics["levels"].items())
     typer.echo(f"imagine: match rate {rates}")
 
@@ -161,15 +160,7 @@ def train(
     Params: seed, train.seeds, train.steps, train.steps_per_epoch, train.mix (kalm only), train.encoder,
     train.hidden_units, train.threads, and train.bc or train.cql (the --algo's hyper-parameters).
     """
-    loaded = _load(params)
-    from kalm.data import EpisodeFileError
-    from kalm.stages import train as stage
-
-    try:
-        metrics = stage.run(loaded, variant.value, algo.value)
-    except (FileNotFoundError, EpisodeFileError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=1) from None
+    metrics = _run("train", _load(params), variant.value, algo.value)
     typer.echo(
         f"train {metrics['policy']}: {metrics['episodes']['real']} real + {metrics['episodes']['imagined']} imagined "
         f"episodes, {len(metrics['seeds'])} seeds x {metrics['steps']} steps, final loss {metrics['mean']['loss']:.4f}"
@@ -209,7 +200,7 @@ def evaluate(
         if out is not None:
             typer.echo("error: --out needs at least one --suite", err=True)
             raise typer.Exit(code=2)
-        metrics = _run("evaluate", params)
+        metrics = _run("evaluate", loaded)
         levels = ("train", "rephrase", "easy", "hard", "novel_mean")
         typer.echo(_table({k: {lv: v[lv] for lv in levels} for k, v in metrics.items() if k != "episodes"}))
         return
@@ -225,12 +216,12 @@ def evaluate(
         except ValueError as err:
             typer.echo(f"error: {' '.join(str(err).split())}", err=True)
             raise typer.Exit(code=2) from None
-    from kalm.rl.algos import PolicyFileError
+    from kalm.data import InputFileError
     from kalm.stages import evaluate as stage
 
     try:
         table = stage.evaluate_suites(loaded, suites, out)
-    except (FileNotFoundError, PolicyFileError) as err:
+    except (FileNotFoundError, InputFileError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=1) from None
     typer.echo(_table(table))

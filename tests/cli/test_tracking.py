@@ -6,6 +6,7 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -21,12 +22,15 @@ def dead_port() -> int:
         return s.getsockname()[1]  # closed again: nothing listens there
 
 
-def test_dead_tracking_server_fails_fast_with_one_line(tiny_params_file: Path, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("command", [["collect"], ["train", "--variant", "baseline", "--algo", "bc"]])
+def test_dead_tracking_server_fails_fast_with_one_line(
+    command: list[str], tiny_params_file: Path, tmp_path: Path, monkeypatch
+) -> None:
     uri = f"http://127.0.0.1:{dead_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     before = sorted(p.name for p in tmp_path.rglob("*"))
     start = time.monotonic()
-    result = runner.invoke(app, ["collect", "--params", str(tiny_params_file)])
+    result = runner.invoke(app, [*command, "--params", str(tiny_params_file)])
     assert time.monotonic() - start < 10
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()

@@ -158,6 +158,19 @@ def test_missing_policies_exit_1_naming_the_stage(tiny_params_file: Path) -> Non
     assert "models/policies/baseline-bc: no trained policies (made by `python cli.py train`)" in result.output
 
 
+def test_malformed_policy_file_exits_1_naming_it(policies: None, tiny_params_file: Path) -> None:
+    broken = paths.POLICIES / "baseline-bc" / "seed0" / "policy.json"
+    broken.write_text("{not json")
+    data = yaml.safe_load(tiny_params_file.read_text())
+    data["tracking"]["enabled"] = False  # no MLflow store to create before the policies load
+    tiny_params_file.write_text(yaml.safe_dump(data))
+    result = runner.invoke(app, ["evaluate", "--params", str(tiny_params_file)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and f"{broken}: not valid JSON" in lines[0], result.output
+    assert not paths.EVAL_METRICS.exists()
+
+
 def test_bad_evaluate_params_exit_2(tiny_params_file: Path) -> None:
     data = yaml.safe_load(tiny_params_file.read_text())
     data["evaluate"]["episodes"] = 0

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kalm.data.atomic import atomic_path
+from kalm.data.errors import InputFileError
 
 OBS_DIM = 10
 SOURCES = ("real", "imagined")
@@ -55,7 +56,7 @@ class Episode:
         return len(self.actions)
 
 
-class EpisodeFileError(ValueError):
+class EpisodeFileError(InputFileError):
     """An episode file that is missing or does not match the schema; the message names file and column."""
 
 

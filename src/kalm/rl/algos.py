@@ -16,6 +16,7 @@ import d3rlpy
 import numpy as np
 import torch
 
+from kalm.data.errors import InputFileError
 from kalm.tasks.goals import N_ACTIONS
 
 ALGOS = ("bc", "cql")
@@ -78,7 +79,7 @@ def save_policy(algo: Any, folder: str | Path, metadata: Mapping[str, Any]) -> N
     (folder / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
 
-class PolicyFileError(ValueError):
+class PolicyFileError(InputFileError):
     """A policy folder that is missing or malformed; the message names the file."""
 
 
