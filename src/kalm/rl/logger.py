@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kalm.tracking import log_metrics
+
 
 class MLflowAdapter:
     """Implements d3rlpy's ``LoggerAdapter`` protocol; ``save_model`` does nothing (policies are saved by us)."""
@@ -32,11 +34,7 @@ class MLflowAdapter:
     def after_write_metric(self, epoch: int, step: int) -> None:
         self.rows.append({"epoch": epoch, "step": step, **self._pending})
         if self.log_to_mlflow and self._pending:
-            import mlflow
-
-            if mlflow.active_run() is None:  # tracking.enabled: false
-                return
-            mlflow.log_metrics({f"{self.prefix}{k}": v for k, v in self._pending.items()}, step=step)
+            log_metrics({f"{self.prefix}{k}": v for k, v in self._pending.items()}, step=step)
 
     def save_model(self, epoch: int, algo: Any) -> None:
         """Not used: d3rlpy's save pickles; the stage writes safetensors at the end."""
