@@ -31,6 +31,7 @@ from kalm.data import Episode, read_episodes
 from kalm.env import CLEVRRobotEnv
 from kalm.rl.algos import load_policy
 from kalm.stages import evaluate, train
+from kalm.stages.collect import play
 from kalm.tasks import parse_goal
 from kalm.tasks.behaviour import behaviour_action
 
@@ -42,30 +43,24 @@ def oracle_episode(env: CLEVRRobotEnv, imagined: Episode, rng: np.random.Generat
     spec = json.loads(imagined.goal)
     goal = parse_goal(spec)
     obs, _ = env.reset(options={"goal": spec, "positions": imagined.observations[0].reshape(5, 2)})
-    observations, actions, rewards = [obs], [], []
-    while True:
-        if goal.ends_after_one_step:
-            good = [a for a in range(40) if goal.is_success(obs, a, obs)]  # the easy test reads the action only
-            action = int(rng.choice(good))
-        else:
-            action = behaviour_action(obs, goal, rng, epsilon)
-        obs, reward, terminated, truncated, info = env.step(action)
-        observations.append(obs)
-        actions.append(action)
-        rewards.append(reward)
-        if terminated or truncated:
-            break
+
+    def choose(obs: np.ndarray) -> int:
+        if goal.ends_after_one_step:  # the easy test reads the action only: any action that satisfies it
+            return int(rng.choice([a for a in range(40) if goal.is_success(obs, a, obs)]))
+        return behaviour_action(obs, goal, rng, epsilon)
+
+    observations, actions, rewards, terminated, success = play(env, obs, choose)
     return Episode(
         episode_id=imagined.episode_id,
         level=imagined.level,
         source="oracle",
         goal=imagined.goal,
         instruction=imagined.instruction,
-        observations=np.stack(observations).astype(np.float32),
-        actions=np.asarray(actions, dtype=np.int16),
-        rewards=np.asarray(rewards, dtype=np.float32),
-        success=bool(info["is_success"]),
-        terminated=bool(terminated),
+        observations=observations.astype(np.float32),
+        actions=actions,
+        rewards=rewards,
+        success=success,
+        terminated=terminated,
         seed=imagined.seed,
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,31 @@ def episode_seeds(seed: int, n: int) -> list[int]:
     return [int(s) for s in np.random.SeedSequence([seed, 0xC011EC7]).generate_state(n, dtype=np.uint32)]
 
 
+def play(
+    env: CLEVRRobotEnv, obs: np.ndarray, choose: Callable[[np.ndarray], int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, bool]:
+    """Step ``env`` from its reset observation ``obs`` with ``choose(obs) -> action`` until the episode ends.
+
+    Returns observations (T + 1, 10), actions (T,) int16, rewards (T,) float32, terminated and success.
+    """
+    observations, actions, rewards = [obs], [], []
+    while True:
+        action = choose(obs)
+        obs, reward, terminated, truncated, info = env.step(action)
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(reward)
+        if terminated or truncated:
+            break
+    return (
+        np.stack(observations),
+        np.asarray(actions, dtype=np.int16),
+        np.asarray(rewards, dtype=np.float32),
+        bool(terminated),
+        bool(info["is_success"]),
+    )
+
+
 def rollout(
     env: CLEVRRobotEnv,
     goal: RelationGoal,
@@ -45,17 +71,9 @@ def rollout(
     obs, _ = env.reset(seed=seed, options={"goal": goal.to_spec()})
     while goal.holds(obs):  # the original samples only goals that are false at reset
         obs, _ = env.reset(options={"goal": goal.to_spec()})
-    observations, actions, rewards = [obs], [], []
-    terminated = success = False
-    while True:
-        action = behaviour_action(obs, goal, rng, epsilon)
-        obs, reward, terminated, truncated, info = env.step(action)
-        observations.append(obs)
-        actions.append(action)
-        rewards.append(reward)
-        if terminated or truncated:
-            success = bool(info["is_success"])
-            break
+    observations, actions, rewards, terminated, success = play(
+        env, obs, lambda o: behaviour_action(o, goal, rng, epsilon)
+    )
     return Episode(
         episode_id=episode_id,
         level="train",
@@ -63,9 +81,9 @@ def rollout(
         goal=goal.to_json(),
         instruction=instructions[int(rng.integers(len(instructions)))],
         instructions=instructions,
-        observations=np.stack(observations),
-        actions=np.asarray(actions, dtype=np.int16),
-        rewards=np.asarray(rewards, dtype=np.float32),
+        observations=observations,
+        actions=actions,
+        rewards=rewards,
         success=success,
         terminated=terminated,
         seed=seed,
