@@ -38,7 +38,9 @@ from kalm.tasks.behaviour import behaviour_action
 NOVEL = ("rephrase", "easy", "hard")
 
 
-def oracle_episode(env: CLEVRRobotEnv, imagined: Episode, rng: np.random.Generator, epsilon: float) -> Episode:
+def oracle_episode(
+    env: CLEVRRobotEnv, imagined: Episode, rng: np.random.Generator, epsilon: float, policy: str
+) -> Episode:
     """The real env's episode for an imagined rollout's task and initial state, acted by the scripted policy."""
     spec = json.loads(imagined.goal)
     goal = parse_goal(spec)
@@ -47,7 +49,7 @@ def oracle_episode(env: CLEVRRobotEnv, imagined: Episode, rng: np.random.Generat
     def choose(obs: np.ndarray) -> int:
         if goal.ends_after_one_step:  # the easy test reads the action only: any action that satisfies it
             return int(rng.choice([a for a in range(40) if goal.is_success(obs, a, obs)]))
-        return behaviour_action(obs, goal, rng, epsilon)
+        return behaviour_action(obs, goal, rng, epsilon, policy)
 
     observations, actions, rewards, terminated, success = play(env, obs, choose)
     return Episode(
@@ -65,7 +67,7 @@ def oracle_episode(env: CLEVRRobotEnv, imagined: Episode, rng: np.random.Generat
     )
 
 
-def imagined_sets(epsilon: float, max_steps: int, seed: int) -> dict[str, list[Episode]]:
+def imagined_sets(epsilon: float, policy: str, max_steps: int, seed: int) -> dict[str, list[Episode]]:
     """The LLM's imagined episodes and their oracle counterparts."""
     llm: list[Episode] = []
     oracle: list[Episode] = []
@@ -74,7 +76,7 @@ def imagined_sets(epsilon: float, max_steps: int, seed: int) -> dict[str, list[E
     for level in NOVEL:
         episodes = read_episodes(paths.imagined_episodes(level), made_by="imagine")
         llm.extend(episodes)
-        oracle.extend(episodes if level == "hard" else [oracle_episode(env, e, rng, epsilon) for e in episodes])
+        oracle.extend(episodes if level == "hard" else [oracle_episode(env, e, rng, epsilon, policy) for e in episodes])
     env.close()
     return {"kalm-llm": llm, "kalm-oracle": oracle}
 
@@ -88,7 +90,10 @@ def main() -> None:
     params = load_params(args.params)
     params = params.model_copy(update={"train": params.train.model_copy(update={"seeds": args.seeds})})
     real = read_episodes(paths.OFFLINE_EPISODES, made_by="collect")
-    sets = {"baseline": [], **imagined_sets(params.collect.epsilon, params.env.max_episode_steps, params.seed)}
+    sets = {
+        "baseline": [],
+        **imagined_sets(params.collect.epsilon, params.collect.policy, params.env.max_episode_steps, params.seed),
+    }
     for name, episodes in sets.items():
         by_level = {lv: [e for e in episodes if e.level == lv] for lv in NOVEL}
         print(f"{name}: imagined success " + ", ".join(f"{lv} {np.mean([e.success for e in es] or [0]):.3f}"
@@ -110,9 +115,10 @@ def main() -> None:
                     policy, meta = load_policy(folder)
                     embeddings = embedder.table(meta["encoder"], texts)
                     steps = params.env.max_episode_steps
+                    choose = evaluate.policy_chooser(policy, embeddings)
                     per_seed.append(
                         {
-                            level: float(evaluate.rollout_success(policy, eps, embeddings, steps).mean())
+                            level: float(evaluate.rollout_success(choose, eps, steps).mean())
                             for level, eps in levels.items()
                         }
                     )

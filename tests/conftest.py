@@ -108,5 +108,5 @@ def tiny_episodes(tmp_path_factory: pytest.TempPathFactory) -> list:
     """A few real behaviour-policy episodes (collected once per test run)."""
     from kalm.stages.collect import collect_episodes
 
-    params = parse_params({**tiny_params_dict(), "collect": {"episodes": 24, "epsilon": 0.1}})
+    params = parse_params({**tiny_params_dict(), "collect": {"episodes": 24, "epsilon": 0.1, "policy": "legible"}})
     return collect_episodes(params, progress=False)

@@ -81,7 +81,7 @@ def collect(params: ParamsOption = Path("params.yaml")) -> None:
 
     Writes: data/offline/episodes.parquet, metrics/collect.json.
 
-    Params: seed, env.max_episode_steps, collect.episodes, collect.epsilon.
+    Params: seed, env.max_episode_steps, collect.episodes, collect.epsilon, collect.policy.
     """
     metrics = _run("collect", _load(params))
     typer.echo(
@@ -193,7 +193,7 @@ def evaluate(
     --suite only the --out file.
 
     Params: seed, env.max_episode_steps, goals.holdout_fraction, evaluate.episodes, evaluate.easy_episodes,
-    evaluate.render, train.threads.
+    evaluate.render, train.threads, collect.policy (the behaviour row: the scripted policy on the same episodes).
     """
     loaded = _load(params)
     if not suite:
@@ -202,7 +202,13 @@ def evaluate(
             raise typer.Exit(code=2)
         metrics = _run("evaluate", loaded)
         levels = ("train", "rephrase", "easy", "hard", "novel_mean")
-        typer.echo(_table({k: {lv: v[lv] for lv in levels} for k, v in metrics.items() if k != "episodes"}))
+        policies = {k: v for k, v in metrics.items() if k not in ("episodes", "behaviour")}
+        typer.echo(_table({k: {lv: v[lv] for lv in levels} for k, v in policies.items()}))
+        behaviour = metrics["behaviour"]
+        typer.echo(
+            f"behaviour ({behaviour['policy']}, greedy): "
+            + ", ".join(f"{lv} {behaviour[lv]:.3f}" for lv in levels if lv in behaviour)
+        )
         return
     if out is None:
         typer.echo("error: --suite needs --out FILE.json", err=True)

@@ -36,6 +36,9 @@ class CollectConfig(_Section):
 
     episodes: int = Field(gt=0, description="Episodes to record (paper: 6,400 for RL, 100,000 for SFT).")
     epsilon: float = Field(ge=0.0, le=1.0, description="Probability of a uniformly random action per step.")
+    policy: Literal["legible", "lookahead"] = Field(
+        description="Scripted behaviour policy: legible (a learner imitates it) or lookahead (a 40-way argmin)."
+    )
 
 
 class LLMConfig(_Section):

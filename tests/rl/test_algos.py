@@ -14,6 +14,7 @@ from kalm.config import Params
 from kalm.rl.algos import PolicyFileError, create_algo, load_policy, make_config, save_policy, state_tensors
 from kalm.rl.dataset import build_buffer
 from kalm.rl.logger import MLflowAdapterFactory
+from tests.conftest import repo_params
 from tests.rl.test_dataset import episode
 
 OBS = 10 + 6
@@ -81,3 +82,12 @@ def test_bad_policy_files_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "policy.json").write_text("{not json")
     with pytest.raises(PolicyFileError, match="policy.json: not valid JSON"):
         load_policy(tmp_path)
+
+
+def test_bc_beta_defaults_to_zero_because_d3rlpy_penalises_log_probabilities() -> None:
+    # d3rlpy's DiscreteBC adds beta * mean(log_prob ** 2), which pulls the policy towards uniform
+    # (reference/learnability.md): the embedded default keeps it off, the paper's 0.5 stays a param.
+    params = repo_params()
+    assert params["train"]["bc"]["beta"] == 0.0
+    assert make_config("bc", params["train"]["bc"], (8,)).beta == 0.0
+    assert make_config("bc", {**params["train"]["bc"], "beta": 0.5}, (8,)).beta == 0.5

@@ -36,7 +36,7 @@ def mutate(path: str, value: object = None, delete: bool = False) -> dict:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (mutate("collect.episodez", 5), r"collect\.episodez: unknown key; allowed here: episodes, epsilon"),
+        (mutate("collect.episodez", 5), r"collect\.episodez: unknown key; allowed here: episodes, epsilon, policy"),
         (mutate("bogus", 1), r"bogus: unknown key; allowed here: seed, env, goals"),
         (mutate("collect.episodes", delete=True), r"collect\.episodes: missing"),
         (mutate("tracking", delete=True), r"tracking: missing"),

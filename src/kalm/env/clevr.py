@@ -9,9 +9,8 @@ import mujoco
 import numpy as np
 
 from kalm.env.scene import BALL_Z, CAMERA, N_BALLS, sample_positions, scene_xml
-from kalm.tasks.goals import N_ACTIONS, PUSH_DIRECTIONS, Goal, parse_goal
+from kalm.tasks.goals import N_ACTIONS, PUSH_DIRECTIONS, PUSH_OFFSET, Goal, parse_goal
 
-PUSH_OFFSET = 0.15  # the pusher is teleported to ball - 0.15 * d (d not normalised)
 PUSH_FORCE = 1.0
 SUBSTEPS = 40  # 2 * frame_skip of the original
 MAX_EPISODE_STEPS = 50

@@ -65,6 +65,7 @@ def rollout(
     epsilon: float,
     episode_id: int,
     instructions: list[str],
+    policy: str = "legible",
 ) -> Episode:
     """One behaviour-policy episode from a scene seeded by ``seed`` in which ``goal`` does not hold yet."""
     rng = np.random.default_rng(seed)
@@ -72,7 +73,7 @@ def rollout(
     while goal.holds(obs):  # the original samples only goals that are false at reset
         obs, _ = env.reset(options={"goal": goal.to_spec()})
     observations, actions, rewards, terminated, success = play(
-        env, obs, lambda o: behaviour_action(o, goal, rng, epsilon)
+        env, obs, lambda o: behaviour_action(o, goal, rng, epsilon, policy)
     )
     return Episode(
         episode_id=episode_id,
@@ -99,7 +100,7 @@ def collect_episodes(params: Params, progress: bool = True) -> list[Episode]:
     episodes = []
     for i, seed in enumerate(tqdm(seeds, desc="collect", unit="ep", disable=not progress or None)):
         goal = goals[i % len(goals)]
-        episodes.append(rollout(env, goal, seed, params.collect.epsilon, i, phrasings[goal]))
+        episodes.append(rollout(env, goal, seed, params.collect.epsilon, i, phrasings[goal], params.collect.policy))
     env.close()
     return episodes
 

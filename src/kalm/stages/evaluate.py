@@ -17,7 +17,7 @@ import csv
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,15 @@ import numpy as np
 from kalm import paths
 from kalm.config import Params
 from kalm.data import atomic_path, write_json
-from kalm.tasks import LEVELS, Suite, parse_goal, shipped_suite, training_goals, training_instructions
+from kalm.tasks import (
+    LEVELS,
+    RelationGoal,
+    Suite,
+    parse_goal,
+    shipped_suite,
+    training_goals,
+    training_instructions,
+)
 from kalm.tracking import log_artifact, log_metrics, stage_run
 
 STAGE = "evaluate"
@@ -88,18 +96,41 @@ def suite_episodes(suite: Suite, params: Params, index: int) -> list[EvalEpisode
     return make_episodes(list(suite.expand()), n, (params.seed, 0x5017E, index))
 
 
-def rollout_success(
-    algo: Any, episodes: Sequence[EvalEpisode], embeddings: dict[str, np.ndarray], max_steps: int
-) -> np.ndarray:
-    """Success (bool per episode) of a policy, stepping up to ``CHUNK`` environments with one forward per step."""
-    from kalm.env import CLEVRRobotEnv
+Chooser = Callable[[np.ndarray, Sequence[EvalEpisode]], np.ndarray]
+"""Actions (n,) for the states (n, 10) of n evaluation episodes stepped together."""
+
+
+def policy_chooser(algo: Any, embeddings: dict[str, np.ndarray]) -> Chooser:
+    """A trained policy's greedy actions: the state followed by the embedding of the episode's instruction."""
     from kalm.rl.algos import greedy_actions
+
+    def choose(states: np.ndarray, episodes: Sequence[EvalEpisode]) -> np.ndarray:
+        goals = np.stack([embeddings[e.instruction] for e in episodes])
+        return greedy_actions(algo, np.concatenate([states, goals], axis=1))
+
+    return choose
+
+
+def behaviour_chooser(policy: str) -> Chooser:
+    """The scripted behaviour policy, greedy (epsilon 0), reading each episode's goal spec, not its text."""
+    from kalm.tasks.behaviour import POLICIES
+
+    act = POLICIES[policy]
+
+    def choose(states: np.ndarray, episodes: Sequence[EvalEpisode]) -> np.ndarray:
+        return np.array([act(s, parse_goal(e.goal)) for s, e in zip(states, episodes, strict=True)])
+
+    return choose
+
+
+def rollout_success(choose: Chooser, episodes: Sequence[EvalEpisode], max_steps: int) -> np.ndarray:
+    """Success (bool per episode), stepping up to ``CHUNK`` environments with one ``choose`` call per step."""
+    from kalm.env import CLEVRRobotEnv
 
     envs = [CLEVRRobotEnv(max_episode_steps=max_steps) for _ in range(min(CHUNK, len(episodes)))]
     success = np.zeros(len(episodes), dtype=bool)
     for start in range(0, len(episodes), CHUNK):
         chunk = episodes[start : start + CHUNK]
-        goals = np.stack([embeddings[e.instruction] for e in chunk])
         states = np.stack(
             [
                 env.reset(options={"goal": e.goal, "positions": e.positions})[0]
@@ -109,7 +140,7 @@ def rollout_success(
         active = np.ones(len(chunk), dtype=bool)
         while active.any():
             idx = np.flatnonzero(active)
-            actions = greedy_actions(algo, np.concatenate([states[idx], goals[idx]], axis=1))
+            actions = choose(states[idx], [chunk[i] for i in idx])
             for i, action in zip(idx, actions, strict=True):
                 obs, _, terminated, truncated, info = envs[i].step(int(action))
                 states[i] = obs
@@ -173,8 +204,9 @@ def evaluate_policies(
             for k, folder in enumerate(policy_seeds(variant, algo_name)):
                 algo, meta = load_policy(folder)
                 embeddings = embedder.table(meta["encoder"], texts)
+                choose = policy_chooser(algo, embeddings)
                 results[name][folder.name] = {
-                    level: rollout_success(algo, episodes, embeddings, params.env.max_episode_steps)
+                    level: rollout_success(choose, episodes, params.env.max_episode_steps)
                     for level, episodes in levels.items()
                 }
                 log.info(
@@ -195,6 +227,23 @@ def evaluate_policies(
                                 f"{name} · {level}",
                             )
     return results
+
+
+def evaluate_behaviour(params: Params, levels: dict[str, list[EvalEpisode]]) -> dict[str, Any]:
+    """The scripted behaviour policy, greedy, on the levels whose goals it can pursue (relations): the ceiling of
+    what the offline data teaches, on the same episodes as the policies."""
+    relation_levels = {
+        level: episodes
+        for level, episodes in levels.items()
+        if all(isinstance(parse_goal(e.goal), RelationGoal) for e in episodes)
+    }
+    choose = behaviour_chooser(params.collect.policy)
+    success = {lv: rollout_success(choose, eps, params.env.max_episode_steps) for lv, eps in relation_levels.items()}
+    return {
+        "policy": params.collect.policy,
+        **{lv: round(float(s.mean()), 4) for lv, s in success.items()},
+        "ci95": {lv: wilson(int(s.sum()), len(s)) for lv, s in success.items()},
+    }
 
 
 def summarise(results: dict[str, dict[str, dict[str, np.ndarray]]], levels: Sequence[str]) -> dict[str, Any]:
@@ -290,13 +339,14 @@ def run(params: Params) -> dict[str, Any]:
     for variant in paths.VARIANTS:
         for algo in paths.ALGOS:
             policy_seeds(variant, algo)  # fail on missing policies before any work
-    with stage_run(STAGE, params, sections=("env", "evaluate")):
+    with stage_run(STAGE, params, sections=("env", "collect", "evaluate")):
         levels = level_episodes(params)
         with atomic_path(paths.EVAL_REPORTS) as render_tmp:
             render_tmp.mkdir(parents=True)
             results = evaluate_policies(params, levels, render_dir=render_tmp)
         summary = summarise(results, list(levels))
-        metrics = {**summary, "episodes": {lv: len(e) for lv, e in levels.items()}}
+        behaviour = evaluate_behaviour(params, levels)
+        metrics = {**summary, "behaviour": behaviour, "episodes": {lv: len(e) for lv, e in levels.items()}}
         write_success_csv(summary, list(levels), paths.EVAL_SUCCESS)
         png = paths.EVAL_CHART
         with atomic_path(png) as tmp:

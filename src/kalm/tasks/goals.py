@@ -28,6 +28,7 @@ PUSH_DIRECTIONS = np.array(
     [(1, 0), (0, 1), (-1, 0), (0, -1), (0.8, 0.8), (-0.8, 0.8), (0.8, -0.8), (-0.8, -0.8)], dtype=np.float64
 )
 N_ACTIONS = 40
+PUSH_OFFSET = 0.15  # the pusher starts at ball - 0.15 * d (d not normalised) before a push
 # Push-direction numbers (a % 8) that count as a one-step move in each direction (KALM step_level_a).
 MOVE_PUSHES: dict[str, frozenset[int]] = {
     "behind": frozenset({1, 4, 5}),
