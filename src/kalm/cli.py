@@ -99,14 +99,17 @@ def ground(params: ParamsOption = Path("params.yaml")) -> None:
     Writes: models/grounded/ (LoRA adapter or full model, tokenizer, kalm.json; safetensors), metrics/ground.json,
     plots/ground_loss.csv.
 
-    Params: seed, env.max_episode_steps, llm.num_layers, llm.device and the ground section: ground.finetune,
-    ground.lora_rank, ground.episodes, ground.epochs, ground.batch_size, ground.lr, ground.numeric_lr,
-    ground.head_lr, ground.precision, ground.max_minutes, ground.diagnostic_episodes, ...
+    Params: seed, env.max_episode_steps, llm.num_layers (0 = the whole LM; a cut LM loses its language: answer-token
+    accuracy 1.6 % at 12 of 30 layers, for 2.2x the speed), llm.device and the ground section: ground.finetune,
+    ground.action_interface, ground.state_features, ground.lora_rank, ground.episodes, ground.epochs,
+    ground.batch_size, ground.lr, ground.numeric_lr, ground.head_lr, ground.precision, ground.diagnostic_episodes,
+    ... Training runs a fixed number of steps (episodes x epochs x ~4 samples / batch_size) on every machine.
     """
     metrics = _run("ground", _load(params))
     if "explanation_accuracy" in metrics:  # only the main process of `accelerate launch` has the diagnostics
         typer.echo(
-            f"ground: explanation accuracy {metrics['explanation_accuracy']:.3f}, dynamics MSE "
+            f"ground: action accuracy {metrics['action_accuracy']:.3f}, named ball {metrics['named_ball_rate']:.3f}, "
+            f"explanation accuracy {metrics['explanation_accuracy']:.3f}, dynamics MSE "
             f"{metrics['dynamics_mse']:.5f} (copy {metrics['dynamics_mse_copy_baseline']:.5f}), generation match "
             f"{metrics['generation_match_rate']:.3f} (untrained {metrics['untrained']['generation_match_rate']:.3f})"
         )

@@ -46,7 +46,9 @@ class LLMConfig(_Section):
 
     backbone: str = Field(description="smollm2-135m (packaged), tiny (tests), a local HF folder, or a hub id.")
     allow_network: bool = Field(description="Allow downloading a hub id backbone (no model hub is needed otherwise).")
-    num_layers: int = Field(ge=0, description="Keep the first k decoder layers (0 = all).")
+    num_layers: int = Field(
+        ge=0, description="Keep the first k decoder layers (0 = all; a cut LM is no language model: tests only)."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(description="auto picks CUDA when present.")
 
     @model_validator(mode="after")
@@ -67,6 +69,15 @@ class GroundConfig(_Section):
     lora_alpha: int = Field(gt=0)
     lora_targets: str = Field(min_length=1, description="all-linear or comma-separated module names.")
     residual_state: bool = Field(description="State head predicts the change from the latest state (else absolute).")
+    action_interface: Literal["words", "table"] = Field(
+        description="words: actions as the LM's colour + direction word vectors; table: Embedding(40) + Linear."
+    )
+    state_features: Literal["linear", "fourier"] = Field(
+        description="State slot input: the coordinates (linear) or with their Fourier features."
+    )
+    action_displacement: bool = Field(
+        description="Residual state head adds each action's mean displacement (set from the training data)."
+    )
     episodes: int = Field(ge=0, description="Offline episodes to train on (0 = all of the training split).")
     heldout_fraction: float = Field(gt=0.0, lt=1.0, description="Share of episodes held out for diagnostics.")
     epochs: int = Field(gt=0, description="Passes over the training episodes (phrasings re-sampled each pass).")
@@ -78,7 +89,6 @@ class GroundConfig(_Section):
     warmup_ratio: float = Field(ge=0.0, lt=1.0)
     max_grad_norm: float = Field(gt=0.0)
     precision: Literal["auto", "bf16", "fp32"] = Field(description="auto: bf16 where the device supports it.")
-    max_minutes: float = Field(ge=0.0, description="Wall-clock guard on training (0 = none).")
     diagnostic_episodes: int = Field(gt=0, description="Held-out episodes used for the decoding diagnostics.")
     logging_steps: int = Field(gt=0)
 

@@ -65,19 +65,22 @@ def test_explanation_scores_only_the_answer() -> None:
     np.testing.assert_array_equal(prefix.input_ids, s.input_ids[: len(prefix)])
 
 
-def test_batches_hold_one_pattern_trimmed_to_the_longest() -> None:
-    samples = [BUILDER.generation("go", STATES[: t + 1], ACTIONS[:t]) for t in (1, 2, 3)]
-    samples += [BUILDER.dynamics(STATES[0], 3, STATES[1]) for _ in range(3)]
-    batches = make_batches(samples, 2, pad_id=0, rng=np.random.default_rng(0))
-    assert len(batches) == 4
+def test_every_batch_mixes_the_patterns_trimmed_to_the_longest() -> None:
+    samples = [BUILDER.generation("go", STATES[: t + 1], ACTIONS[:t]) for t in (1, 2, 3, 3)]
+    samples += [BUILDER.dynamics(STATES[0], 3, STATES[1]) for _ in range(4)]
+    batches = make_batches(samples, 4, pad_id=0, rng=np.random.default_rng(0))
+    assert len(batches) == 2 and sorted(len(b["input_ids"]) for b in batches) == [4, 4]
     for batch in batches:
         lengths = batch["attention_mask"].sum(1)
         assert batch["input_ids"].shape[1] == int(lengths.max())
         for row, n in enumerate(lengths.tolist()):
             assert batch["attention_mask"][row, :n].all() and not batch["attention_mask"][row, n:].any()
             assert not batch["state_mask"][row, n:].any() and (batch["labels"][row, n:] == IGNORE).all()
-    kinds = {tuple(sorted(set(b["kinds"].flatten().tolist()))) for b in batches}
-    assert kinds == {(TEXT, STATE, ACTION)}
+        # every step carries action targets (generation) and dynamics state targets: two of each pattern
+        assert (batch["action_targets"] != IGNORE).any(dim=1).sum() == 2
+    # the shortest generation samples share a batch (length-sorted within each pattern)
+    short = [b for b in batches if (b["action_targets"] != IGNORE).sum() == 1 + 2]
+    assert len(short) == 1
 
 
 def test_anchor_is_the_latest_state_slot() -> None:

@@ -48,8 +48,12 @@ def test_ground_writes_model_metrics_and_loss_curve(grounded: dict, tiny_params:
     assert metrics == json.loads(json.dumps(grounded))
     assert metrics["heldout_episodes"] == round(0.1 * 24) and metrics["train_episodes"] == 10
     assert metrics["steps_done"] == metrics["steps"] > 0
-    for key in ("explanation_accuracy", "generation_match_rate"):
+    for key in ("explanation_accuracy", "generation_match_rate", "action_accuracy", "named_ball_rate"):
         assert 0.0 <= metrics[key] <= 1.0 and 0.0 <= metrics["untrained"][key] <= 1.0
+    # Training lowers the loss on the held-out episodes (not only on the batches it saw).
+    assert metrics["heldout_loss"] < 0.9 * metrics["untrained"]["heldout_loss"], metrics
+    # The recorded actions push the goal's source ball far more often than chance (0.2).
+    assert metrics["data_named_ball_rate"] > 0.5
     assert metrics["dynamics_mse"] > 0 and metrics["dynamics_mse_copy_baseline"] > 0
     # The zero-initialised residual state head starts exactly at the copy baseline.
     assert metrics["untrained"]["dynamics_mse"] == pytest.approx(metrics["dynamics_mse_copy_baseline"], rel=1e-4)
@@ -87,7 +91,7 @@ def test_grounded_model_loads_without_unpickling(
 
     assert meta["finetune"] == "lora" and meta["backbone"] == "tiny"
     numeric = numeric_of(lm).state_dict()
-    assert len(numeric) == 7
+    assert len(numeric) == 10  # the word action interface (the default): see tests/llm/test_model.py
     for key, value in numeric.items():  # the trained numeric modules, as saved
         assert torch.equal(value, saved[f"base_model.model.kalm_numeric.{key}"]), key
     name = "model.layers.0.self_attn.q_proj.weight"  # LoRA merged into the base weights

@@ -1,4 +1,4 @@
-"""SFT samples from episodes, and right-padded batches of one pattern each, trimmed to their longest sample."""
+"""SFT samples from episodes, and right-padded batches of all patterns, trimmed to their longest sample."""
 
 from __future__ import annotations
 
@@ -58,14 +58,19 @@ def collate(samples: Sequence[Sample], pad_id: int) -> dict[str, torch.Tensor]:
 def make_batches(
     samples: Sequence[Sample], batch_size: int, pad_id: int, rng: np.random.Generator
 ) -> list[dict[str, torch.Tensor]]:
-    """Group samples by pattern, sort each group by length, cut into batches, and shuffle the batch order.
+    """Cut the samples into batches that each hold every pattern in its share, and shuffle the batch order.
 
-    One pattern per batch keeps the LM head off batches without text targets; sorting keeps padding near zero.
+    Each pattern is sorted by length and split into as many consecutive chunks as there are batches; batch i takes
+    chunk i of every pattern. So every step carries state, action and text targets (one pattern per batch left
+    three steps in four without action targets), and samples of a pattern meet others of similar length. The LM
+    head still runs only where a text label exists (``compute_losses``).
     """
-    batches = []
+    n_batches = max(1, -(-len(samples) // batch_size))
+    chunks: list[list[Sample]] = [[] for _ in range(n_batches)]
     for pattern in sorted({s.pattern for s in samples}):
         group = sorted((s for s in samples if s.pattern == pattern), key=len)
-        for start in range(0, len(group), batch_size):
-            batches.append(collate(group[start : start + batch_size], pad_id))
+        for i, part in enumerate(np.array_split(np.arange(len(group)), n_batches)):
+            chunks[i].extend(group[j] for j in part)
+    batches = [collate(chunk, pad_id) for chunk in chunks if chunk]
     order = rng.permutation(len(batches))
     return [batches[i] for i in order]

@@ -1,6 +1,7 @@
 """Batched, KV-cached greedy decoding with the grounded model: rollouts, explanations, next states.
 
-Prompts of different lengths are left-padded; position ids follow the attention mask so padding is invisible.
+The text prefix shared by a batch's prompts runs once; the rest of the prompts are left-padded after it; position ids
+follow the attention mask so padding is invisible. Rows that finish leave the batch.
 """
 
 from __future__ import annotations
@@ -28,20 +29,51 @@ def _left_pad(samples: Sequence[Sample], pad_id: int, device: torch.device) -> d
     return {k: v.to(device) for k, v in batch.items()}
 
 
-class Decoder:
-    """Holds the KV cache of a batch and appends one position per call."""
+def _slice(sample: Sample, lo: int, hi: int) -> Sample:
+    """Positions [lo, hi) of a sample."""
+    fields = {name: getattr(sample, name)[lo:hi] for name in Sample.__dataclass_fields__ if name != "pattern"}
+    return Sample(pattern=sample.pattern, **fields)
 
-    def __init__(self, lm, batch: dict[str, torch.Tensor]):
+
+def shared_prefix(samples: Sequence[Sample]) -> int:
+    """Length of the text prefix all samples share (at least one position of each left over)."""
+    limit = min(len(s) for s in samples) - 1
+    first = samples[0]
+    n = 0
+    while n < limit and first.kinds[n] == TEXT and all(s.input_ids[n] == first.input_ids[n] for s in samples):
+        n += 1
+    return n
+
+
+class Decoder:
+    """Holds the KV cache of a batch and appends one position per call.
+
+    The text prefix every row shares (the pattern's instruction text) is run once and its cache repeated over the
+    rows; the rest of each prompt follows it, padded on the left of that rest. Positions follow the attention mask,
+    so the padding in the middle is invisible. Rows can be dropped when they finish (``keep``).
+    """
+
+    def __init__(self, lm, samples: Sequence[Sample], pad_id: int):
         from transformers import DynamicCache
 
         self.lm = lm
         self.backbone = backbone_of(lm)
         self.numeric = numeric_of(lm)
-        self.mask = batch["attention_mask"]
         self.cache = DynamicCache()
-        positions = (self.mask.cumsum(1) - 1).clamp(min=0)
+        device = _device(lm)
+        n_prefix = shared_prefix(samples)
+        if n_prefix:
+            prefix = {k: v.to(device) for k, v in collate([_slice(samples[0], 0, n_prefix)], pad_id).items()}
+            self.mask = prefix["attention_mask"]
+            self._run(embed(lm, prefix), torch.arange(n_prefix, device=device)[None])
+            self.cache.batch_repeat_interleave(len(samples))
+            samples = [_slice(s, n_prefix, len(s)) for s in samples]
+        rest = _left_pad(samples, pad_id, device)
+        self.mask = torch.cat([torch.ones(len(samples), n_prefix, dtype=torch.long, device=device),
+                               rest["attention_mask"]], dim=1)  # fmt: skip
+        positions = (self.mask.cumsum(1) - 1).clamp(min=0)[:, n_prefix:]
         self.next_position = positions[:, -1:] + 1
-        self.hidden = self._run(embed(lm, batch), positions)
+        self.hidden = self._run(embed(lm, rest), positions)
 
     def _run(self, embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         out = self.backbone(
@@ -53,6 +85,12 @@ class Decoder:
         )
         return out.last_hidden_state[:, -1]
 
+    def keep(self, rows: Sequence[int]) -> None:
+        """Go on with these rows only (finished rows cost nothing more)."""
+        index = torch.as_tensor(rows, dtype=torch.long, device=self.mask.device)
+        self.cache.batch_select_indices(index)
+        self.mask, self.next_position, self.hidden = self.mask[index], self.next_position[index], self.hidden[index]
+
     def append(self, kind: int, tokens=None, states=None, actions=None) -> torch.Tensor:
         """Feed one text token, state or action per row; returns the new last hidden states (B, H)."""
         n = self.mask.shape[0]
@@ -60,7 +98,7 @@ class Decoder:
         tokens = tokens if tokens is not None else torch.zeros(n, dtype=torch.long, device=device)
         token_emb = self.lm.get_input_embeddings()(tokens[:, None])
         kinds = torch.full((n, 1), kind, dtype=torch.long, device=device)
-        states = states if states is not None else torch.zeros(n, self.numeric.state_in.in_features, device=device)
+        states = states if states is not None else torch.zeros(n, self.numeric.obs_dim, device=device)
         actions = actions if actions is not None else torch.zeros(n, dtype=torch.long, device=device)
         embeds = self.numeric.embed(token_emb, kinds, states[:, None], actions[:, None])
         self.mask = torch.cat([self.mask, torch.ones(n, 1, dtype=self.mask.dtype, device=device)], dim=1)
@@ -97,33 +135,37 @@ def generate_rollouts(
     n = len(instructions)
     limits = np.broadcast_to(np.asarray(max_steps, dtype=np.int64), (n,))
     samples = [builder.generation_prompt(i, normalise(s)) for i, s in zip(instructions, initial_states, strict=True)]
-    decoder = Decoder(lm, _left_pad(samples, pad_id, _device(lm)))
+    decoder = Decoder(lm, samples, pad_id)
     numeric = numeric_of(lm)
     states = [[np.asarray(s, dtype=np.float32)] for s in initial_states]
     actions: list[list[int]] = [[] for _ in range(n)]
     done = limits <= 0
     success = np.zeros(n, dtype=bool)
-    hidden = decoder.hidden
-    current = torch.from_numpy(normalise(np.asarray(initial_states))).to(hidden.device)
+    current = torch.from_numpy(normalise(np.asarray(initial_states))).to(decoder.hidden.device)
+    active = np.arange(n)  # the original row of each decoder row
     for step in range(int(limits.max(initial=0))):
-        if done.all():
-            break
-        action = numeric.action_out(hidden.float()).argmax(-1)
+        if done[active].any():  # finished rows leave the batch: the rest decode faster
+            still = np.flatnonzero(~done[active])
+            if not len(still):
+                break
+            decoder.keep(still)
+            active, current = active[still], current[torch.as_tensor(still, device=current.device)]
+        action = numeric.action_out(decoder.hidden.float()).argmax(-1)
         hidden = decoder.append(ACTION, actions=action)
-        next_norm = numeric.predict_state(hidden, current)
+        next_norm = numeric.predict_state(hidden, current, action)
         next_raw = denormalise(next_norm.cpu().numpy())
-        for row in np.flatnonzero(~done):
-            a = int(action[row])
+        for i, row in enumerate(active):
+            a = int(action[i])
             actions[row].append(a)
-            states[row].append(next_raw[row])
-            if is_success is not None and is_success(int(row), states[row][-2], a, next_raw[row]):
+            states[row].append(next_raw[i])
+            if is_success is not None and is_success(int(row), states[row][-2], a, next_raw[i]):
                 success[row] = done[row] = True
             elif step + 1 >= limits[row]:
                 done[row] = True
         if done.all():
             break
         current = next_norm
-        hidden = decoder.append(STATE, states=next_norm)
+        decoder.append(STATE, states=next_norm)
     return [
         (np.stack(s), np.asarray(a, dtype=np.int16), bool(ok))
         for s, a, ok in zip(states, actions, success, strict=True)
@@ -161,7 +203,8 @@ def generate_rollout_uncached(
         action = int(numeric.action_out(last_hidden().float()).argmax(-1))
         actions.append(action)
         anchor = torch.from_numpy(states[-1][None]).to(device)
-        next_norm = numeric.predict_state(last_hidden(), anchor).cpu().numpy()[0]
+        action_t = torch.tensor([action], device=device)
+        next_norm = numeric.predict_state(last_hidden(), anchor, action_t).cpu().numpy()[0]
         states.append(next_norm)
         raw.append(denormalise(next_norm))
         if is_success is not None and is_success(raw[-2], action, raw[-1]):
@@ -176,7 +219,7 @@ def explain(
 ) -> list[str]:
     """Greedy-decode the instruction that explains each rollout (states raw (T+1, 10), actions (T,))."""
     samples = [builder.explanation(None, normalise(s), np.asarray(a, dtype=np.int64)) for s, a in rollouts]
-    decoder = Decoder(lm, _left_pad(samples, tokenizer.pad_token_id, _device(lm)))
+    decoder = Decoder(lm, samples, tokenizer.pad_token_id)
     head = lm.get_output_embeddings()
     banned = [builder.state_id, builder.action_id]  # slot tokens are never text
     n = len(samples)
@@ -218,5 +261,6 @@ def predict_next_states(
         last = batch["attention_mask"].sum(1) - 1
         h = hidden[torch.arange(len(samples)), last]
         anchor = torch.from_numpy(norm[start : start + batch_size]).to(h.device)
-        preds.append(denormalise(numeric_of(lm).predict_state(h, anchor).cpu().numpy()))
+        action = torch.as_tensor(actions[start : start + batch_size], dtype=torch.long, device=h.device)
+        preds.append(denormalise(numeric_of(lm).predict_state(h, anchor, action).cpu().numpy()))
     return np.concatenate(preds)

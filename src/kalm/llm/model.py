@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kalm.llm.numeric import NumericIO, anchor_states
+from kalm.llm.numeric import NumericIO, anchor_states, latest_actions
 from kalm.llm.prompts import ACTION_TOKEN, STATE, STATE_TOKEN, SampleBuilder
+from kalm.tasks.goals import COLOURS, PUSH_WORDS
 
 NUMERIC = "kalm_numeric"
 META_FILE = "kalm.json"
@@ -37,6 +38,26 @@ class ModelSpec:
     lora_alpha: int = 32
     lora_targets: str = "all-linear"
     residual_state: bool = True
+    action_interface: str = "table"  # words | table
+    state_features: str = "linear"  # linear | fourier
+    action_displacement: bool = False  # residual head adds each action's mean displacement
+
+    @classmethod
+    def from_params(cls, params, base_dir: str) -> ModelSpec:
+        """The spec the `ground` stage trains, from validated params."""
+        cfg = params.ground
+        return cls(
+            base_dir=base_dir,
+            num_layers=params.llm.num_layers,
+            finetune=cfg.finetune,
+            lora_rank=cfg.lora_rank,
+            lora_alpha=cfg.lora_alpha,
+            lora_targets=cfg.lora_targets,
+            residual_state=cfg.residual_state,
+            action_interface=cfg.action_interface,
+            state_features=cfg.state_features,
+            action_displacement=cfg.action_displacement,
+        )
 
 
 def backbone_of(lm: nn.Module) -> nn.Module:
@@ -110,15 +131,49 @@ def load_base(spec: ModelSpec, dtype: torch.dtype, seed: int):
     _truncate(lm, spec.num_layers)
     _add_placeholders(lm, tokenizer)
     torch.manual_seed(seed)
-    embed_std = float(lm.get_input_embeddings().weight.detach().float().std())
-    setattr(lm, NUMERIC, NumericIO(lm.config.hidden_size, residual_state=spec.residual_state, embed_std=embed_std))
-    numeric_of(lm).float()
+    setattr(lm, NUMERIC, new_numeric(lm, tokenizer, spec))
     return lm, tokenizer
 
 
-def build_trainable(spec: ModelSpec, dtype: torch.dtype, seed: int):
-    """The model to fine-tune: LoRA (numeric modules fully trained) or every weight (full)."""
+def word_vectors(lm: nn.Module, tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LM's input embeddings of the colour words (5, H) and of each push direction's word(s) (8, H).
+
+    A word is the mean of its tokens (" red" is one token in SmolLM2; the tiny tokenizer may split it); a diagonal
+    push is the sum of its two words.
+    """
+    table = lm.get_input_embeddings().weight.detach().float()
+
+    def word(text: str) -> torch.Tensor:
+        return table[tokenizer(" " + text, add_special_tokens=False)["input_ids"]].mean(0)
+
+    colours = torch.stack([word(c) for c in COLOURS])
+    pushes = torch.stack([sum(word(w) for w in words) for words in PUSH_WORDS])
+    return colours, pushes
+
+
+def new_numeric(lm: nn.Module, tokenizer: Any, spec: ModelSpec) -> NumericIO:
+    """Fresh numeric modules (fp32) for ``lm``, as ``spec`` says."""
+    embed_std = float(lm.get_input_embeddings().weight.detach().float().std())
+    final_norm = getattr(backbone_of(lm), "norm", None)
+    hidden_norm = float(final_norm.weight.detach().float().norm()) if final_norm is not None else 1.0
+    return NumericIO(
+        lm.config.hidden_size,
+        residual_state=spec.residual_state,
+        embed_std=embed_std,
+        action_interface=spec.action_interface,
+        state_features=spec.state_features,
+        word_vectors=word_vectors(lm, tokenizer) if spec.action_interface == "words" else None,
+        hidden_norm=hidden_norm,
+        action_displacement=spec.action_displacement,
+    ).float()
+
+
+def build_trainable(spec: ModelSpec, dtype: torch.dtype, seed: int, episodes=()):
+    """The model to fine-tune: LoRA (numeric modules fully trained) or every weight (full). ``episodes``: the
+    training rollouts the action displacement is set from (``spec.action_displacement``)."""
     lm, tokenizer = load_base(spec, dtype, seed)
+    if episodes:
+        numeric_of(lm).set_displacement([e.observations for e in episodes], [e.actions for e in episodes])
     if spec.finetune == "lora":
         from peft import get_peft_model
 
@@ -169,8 +224,11 @@ def compute_losses(lm: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, t
             state_mask = state_mask & (batch["kinds"] == STATE).cumsum(-1).gt(0)
         if state_mask.any():
             anchors = anchor_states(batch["kinds"], batch["state_inputs"])[state_mask]
-            predicted = numeric.predict_state(hidden[state_mask], anchors)
-            parts["state_loss"] = F.mse_loss(predicted, batch["state_targets"][state_mask])
+            actions = latest_actions(batch["kinds"], batch["action_inputs"])[state_mask]
+            predicted = numeric.predict_state(hidden[state_mask], anchors, actions)
+            # In the head's own units (residual: RESIDUAL_SCALE), so copying scores ~1 beside the cross-entropies.
+            error = F.mse_loss(predicted, batch["state_targets"][state_mask])
+            parts["state_loss"] = error / numeric.state_scale**2
         action_mask = batch["action_targets"] != -100
         if action_mask.any():
             logits = numeric.action_out(hidden[action_mask].float())
@@ -206,8 +264,8 @@ def save_grounded(lm: nn.Module, tokenizer: Any, out_dir: Path, spec: ModelSpec,
         save_file(numeric, str(out_dir / NUMERIC_FILE))
     tokenizer.save_pretrained(out_dir)
     meta = {
-        "obs_dim": numeric_of(lm).state_in.in_features,
-        "n_actions": numeric_of(lm).action_in.num_embeddings,
+        "obs_dim": numeric_of(lm).obs_dim,
+        "n_actions": numeric_of(lm).n_actions,
         "base_model": spec.base_dir,
         "num_layers": spec.num_layers,
         "finetune": spec.finetune,
@@ -215,6 +273,9 @@ def save_grounded(lm: nn.Module, tokenizer: Any, out_dir: Path, spec: ModelSpec,
         "lora_alpha": spec.lora_alpha,
         "lora_targets": spec.lora_targets,
         "residual_state": spec.residual_state,
+        "action_interface": spec.action_interface,
+        "state_features": spec.state_features,
+        "action_displacement": spec.action_displacement,
         "prompt_version": PROMPT_VERSION,
         "state_token": STATE_TOKEN,
         "action_token": ACTION_TOKEN,
@@ -244,6 +305,9 @@ def load_grounded(model_dir: str | Path, base_dir: str | Path | None = None, dty
         lora_alpha=meta["lora_alpha"],
         lora_targets=meta["lora_targets"],
         residual_state=meta["residual_state"],
+        action_interface=meta.get("action_interface", "table"),
+        state_features=meta.get("state_features", "linear"),
+        action_displacement=meta.get("action_displacement", False),
     )
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if spec.finetune == "lora":
@@ -253,7 +317,7 @@ def load_grounded(model_dir: str | Path, base_dir: str | Path | None = None, dty
         lm = PeftModel.from_pretrained(lm, model_dir).merge_and_unload()
     else:
         lm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-        setattr(lm, NUMERIC, NumericIO(lm.config.hidden_size, residual_state=spec.residual_state).float())
+        setattr(lm, NUMERIC, new_numeric(lm, tokenizer, spec))
         numeric_of(lm).load_state_dict(load_file(str(model_dir / NUMERIC_FILE)))
     lm.eval()
     return lm, tokenizer, meta

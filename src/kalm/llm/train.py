@@ -2,13 +2,12 @@
 
 TRL's own ``compute_loss`` calls the backbone directly (a fused LM-head patch) and would silently bypass the
 numeric inputs (`reference/trl-numeric-sft.md`), so it is overridden. Batches come pre-built (one pattern each,
-length-sorted); the trainer shuffles their order.
+patterns mixed); the trainer shuffles their order.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,23 +95,17 @@ class TrainSettings:
     use_cpu: bool
     seed: int
     logging_steps: int
-    max_minutes: float
     numeric_lr: float | None = None
     head_lr: float | None = None
 
 
 class LossRecorder(TrainerCallback):
-    """Keeps the logged loss curve (for plots/ground_loss.csv and MLflow) and enforces the wall-clock budget."""
+    """Keeps the logged loss curve (for plots/ground_loss.csv and MLflow). Training runs its fixed number of
+    steps on every machine: no wall-clock stop, so the metrics depend on params and machine kind only."""
 
-    def __init__(self, max_minutes: float, on_log=None):
+    def __init__(self, on_log=None):
         self.rows: list[dict[str, float]] = []
-        self.max_seconds = max_minutes * 60.0
-        self.start = time.monotonic()
-        self.stopped_early = False
         self.log_fn = on_log
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.start = time.monotonic()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
@@ -120,12 +113,6 @@ class LossRecorder(TrainerCallback):
             self.rows.append(row)
             if self.log_fn is not None and state.is_world_process_zero:
                 self.log_fn(row)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.max_seconds > 0 and time.monotonic() - self.start > self.max_seconds:
-            self.stopped_early = True
-            control.should_training_stop = True
-        return control
 
 
 def sft_config(settings: TrainSettings, n_batches: int) -> SFTConfig:
@@ -155,9 +142,11 @@ def sft_config(settings: TrainSettings, n_batches: int) -> SFTConfig:
     )
 
 
-def train(model, tokenizer, batches: list[dict[str, torch.Tensor]], settings: TrainSettings, on_log=None):
-    """Run the SFT; returns (trainer, recorder)."""
-    recorder = LossRecorder(settings.max_minutes, on_log=on_log)
+def train(
+    model, tokenizer, batches: list[dict[str, torch.Tensor]], settings: TrainSettings, on_log=None, callbacks=()
+):
+    """Run the SFT over every batch once; returns (trainer, recorder)."""
+    recorder = LossRecorder(on_log=on_log)
     # SFTTrainer wants a `datasets.Dataset`: it holds batch indices and the collator hands out the batch.
     trainer = KalmSFTTrainer(
         model=model,
@@ -165,7 +154,7 @@ def train(model, tokenizer, batches: list[dict[str, torch.Tensor]], settings: Tr
         train_dataset=Dataset.from_dict({"batch": list(range(len(batches)))}),
         data_collator=lambda items: batches[items[0]["batch"]],
         processing_class=tokenizer,
-        callbacks=[recorder],
+        callbacks=[recorder, *callbacks],
     )
     trainer.kalm_numeric_lr = settings.numeric_lr
     trainer.kalm_head_lr = settings.head_lr

@@ -39,30 +39,8 @@ def split_episodes(episodes: list[Episode], heldout_fraction: float, seed: int) 
     return train, [e for i, e in enumerate(episodes) if i in held]
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> cuda when present, else cpu."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("llm.device: cuda requested but no CUDA device is available")
-    return device
-
-
-def resolve_bf16(precision: str, device: str) -> bool:
-    """bf16 autocast when asked, or (auto) where the device computes bf16 natively."""
-    import torch
-
-    if precision != "auto":
-        return precision == "bf16"
-    if device == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # AVX-512 BF16 / AMX; emulated (slow) otherwise
-
-
 def diagnostics(lm, tokenizer, builder, held: list[Episode], params: Params, bf16: bool) -> dict[str, float]:
-    """The held-out diagnostics of metrics/ground.json."""
+    """The held-out diagnostics of metrics/ground.json (teacher-forced, then decoded)."""
     import torch
 
     from kalm.llm import diagnostics as diag
@@ -76,17 +54,18 @@ def diagnostics(lm, tokenizer, builder, held: list[Episode], params: Params, bf1
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     clock = time.monotonic()
     with autocast:
-        out = diag.dynamics_metrics(lm, builder, tokenizer.pad_token_id, states, actions, nxt)
-        seconds = {"dynamics": time.monotonic() - clock}
+        out = diag.teacher_forced_metrics(lm, builder, tokenizer, successful)
+        out.update(diag.dynamics_metrics(lm, builder, tokenizer.pad_token_id, states, actions, nxt))
+        seconds = {"teacher_forced": time.monotonic() - clock}
         out["explanation_accuracy"], texts = diag.explanation_accuracy(lm, builder, tokenizer, successful)
-        seconds["explanation"] = time.monotonic() - clock - seconds["dynamics"]
+        seconds["explanation"] = time.monotonic() - clock - sum(seconds.values())
         out["generation_match_rate"], out["generation_mean_length"] = diag.generation_match_rate(
             lm, builder, tokenizer.pad_token_id, successful, params.env.max_episode_steps
         )
         seconds["generation"] = time.monotonic() - clock - sum(seconds.values())
     lm.train(was_training)
     log.info("diagnostics: %s; seconds %s; explanations (first 3): %s", out, seconds, texts[:3])
-    return {k: round(v, 5) for k, v in out.items()}
+    return {k: round(v, 5) if isinstance(v, float) else v for k, v in out.items()}
 
 
 def write_loss_curve(rows: list[dict[str, float]], path: Path) -> None:
@@ -105,6 +84,7 @@ def run(params: Params) -> dict[str, Any]:
     from transformers import set_seed
 
     from kalm.llm.batches import episode_samples, make_batches
+    from kalm.llm.device import resolve_bf16, resolve_device
     from kalm.llm.model import ModelSpec, build_trainable, sample_builder, save_grounded
     from kalm.llm.train import TrainSettings, train
 
@@ -122,18 +102,10 @@ def run(params: Params) -> dict[str, Any]:
         train_eps = train_eps[: cfg.episodes]
 
     set_seed(params.seed)
-    spec = ModelSpec(
-        base_dir=str(paths.BASE_MODEL),
-        num_layers=params.llm.num_layers,
-        finetune=cfg.finetune,
-        lora_rank=cfg.lora_rank,
-        lora_alpha=cfg.lora_alpha,
-        lora_targets=cfg.lora_targets,
-        residual_state=cfg.residual_state,
-    )
+    spec = ModelSpec.from_params(params, str(paths.BASE_MODEL))
     # LoRA keeps the frozen base in bf16 where bf16 is native (fastest on CPU); full fine-tuning keeps fp32 masters.
     dtype = torch.bfloat16 if bf16 and cfg.finetune == "lora" else torch.float32
-    lm, tokenizer = build_trainable(spec, dtype, params.seed)
+    lm, tokenizer = build_trainable(spec, dtype, params.seed, train_eps)
     lm.to(device)
     builder = sample_builder(tokenizer)
     rng = np.random.default_rng([params.seed, 0x5F7])
@@ -150,9 +122,7 @@ def run(params: Params) -> dict[str, Any]:
         }
         if main:
             before = diagnostics(lm, tokenizer, builder, held, params, bf16)
-            metrics["untrained"] = {
-                k: before[k] for k in ("dynamics_mse", "explanation_accuracy", "generation_match_rate")
-            }
+            metrics["untrained"] = {k: v for k, v in before.items() if k != "dynamics_mse_copy_baseline"}
         start = time.monotonic()
 
         def on_log(row: dict[str, float]) -> None:
@@ -169,7 +139,6 @@ def run(params: Params) -> dict[str, Any]:
                 use_cpu=device == "cpu",
                 seed=params.seed,
                 logging_steps=cfg.logging_steps,
-                max_minutes=cfg.max_minutes,
                 numeric_lr=cfg.numeric_lr,
                 head_lr=cfg.head_lr,
             )
@@ -180,7 +149,6 @@ def run(params: Params) -> dict[str, Any]:
         lm = trainer.model
         metrics.update(diagnostics(lm, tokenizer, builder, held, params, bf16))
         metrics["steps_done"] = int(trainer.state.global_step)
-        metrics["stopped_early"] = recorder.stopped_early
         metrics["final_loss"] = (
             round(float(np.mean([r["loss"] for r in recorder.rows[-5:]])), 5) if recorder.rows else None
         )

@@ -189,7 +189,7 @@ def run(params: Params) -> dict[str, Any]:
     from PIL import Image
 
     from kalm.llm.model import load_grounded, sample_builder
-    from kalm.stages.ground import resolve_bf16, resolve_device
+    from kalm.llm.device import resolve_bf16, resolve_device
 
     offline = read_episodes(paths.OFFLINE_EPISODES, made_by="collect")
     device = resolve_device(params.llm.device)

@@ -27,6 +27,11 @@ UNIT: dict[str, tuple[float, float]] = {
 PUSH_DIRECTIONS = np.array(
     [(1, 0), (0, 1), (-1, 0), (0, -1), (0.8, 0.8), (-0.8, 0.8), (0.8, -0.8), (-0.8, -0.8)], dtype=np.float64
 )
+# The same eight directions in words, for the LM's word action interface (a diagonal is its two words).
+PUSH_WORDS: tuple[tuple[str, ...], ...] = (
+    ("right",), ("behind",), ("left",), ("front",),
+    ("behind", "right"), ("behind", "left"), ("front", "right"), ("front", "left"),
+)  # fmt: skip
 N_ACTIONS = 40
 PUSH_OFFSET = 0.15  # the pusher starts at ball - 0.15 * d (d not normalised) before a push
 # Push-direction numbers (a % 8) that count as a one-step move in each direction (KALM step_level_a).
