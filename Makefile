@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM := false
 export DVC_NO_ANALYTICS := 1
 export MUJOCO_GL ?= egl
 
-.PHONY: setup repro paper test test-fast ui lint clean
+.PHONY: setup repro paper gpu test test-fast ui lint clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,11 @@ paper: setup
 	args=$$($(BIN)/python -m kalm.profiles profiles/paper.yaml) && \
 	PATH=$(CURDIR)/$(BIN):$$PATH eval $(BIN)/dvc exp run -n paper $$args
 
+# The packaged model fully fine-tuned at the paper's data scale on one GPU, as one DVC experiment (profiles/gpu.yaml).
+gpu: setup
+	args=$$($(BIN)/python -m kalm.profiles profiles/gpu.yaml) && \
+	PATH=$(CURDIR)/$(BIN):$$PATH eval $(BIN)/dvc exp run -n gpu $$args
+
 test: setup
 	$(BIN)/python -m pytest
 
@@ -36,7 +41,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
 ui: setup
-	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlflow.db
+	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 --backend-store-uri sqlite:///mlflow.db
 
 lint: setup
 	$(BIN)/ruff check src tests cli.py benchmarks

@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 from transformers import TrainerCallback, set_seed
@@ -32,9 +31,10 @@ from kalm.config import Params, load_params, parse_params
 from kalm.data import read_episodes
 from kalm.llm import diagnostics as diag
 from kalm.llm.batches import episode_samples, make_batches
+from kalm.llm.device import resolve_bf16, resolve_device
 from kalm.llm.model import ModelSpec, build_trainable, sample_builder
 from kalm.llm.train import TrainSettings, train
-from kalm.llm.device import resolve_bf16, resolve_device
+from kalm.seeds import seed_stream
 from kalm.stages.ground import split_episodes
 
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -86,12 +86,14 @@ def curve(params: Params, episodes, base: Path, steps: int, every: int) -> list[
     train_eps, held = split_episodes(episodes, cfg.heldout_fraction, params.seed)
     train_eps = train_eps[: cfg.episodes] if cfg.episodes else train_eps
     successful = [e for e in held if e.success][: cfg.diagnostic_episodes]
-    transitions = diag.held_out_transitions(held, 4 * cfg.diagnostic_episodes, np.random.default_rng(0))
+    transitions = diag.held_out_transitions(
+        held, 4 * cfg.diagnostic_episodes, seed_stream(params.seed, "ground.diagnostics")
+    )
     set_seed(params.seed)
     dtype = torch.bfloat16 if bf16 and cfg.finetune == "lora" else torch.float32
     lm, tokenizer = build_trainable(ModelSpec.from_params(params, str(base)), dtype, params.seed, train_eps)
     builder = sample_builder(tokenizer)
-    rng = np.random.default_rng([params.seed, 0x5F7])
+    rng = seed_stream(params.seed, "ground.samples")
     samples = [s for _ in range(cfg.epochs) for e in train_eps for s in episode_samples(builder, e, rng)]
     batches = make_batches(samples, cfg.batch_size, tokenizer.pad_token_id, rng)
     if len(batches) < steps:

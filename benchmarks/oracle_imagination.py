@@ -30,6 +30,7 @@ from kalm.config import load_params
 from kalm.data import Episode, read_episodes
 from kalm.env import CLEVRRobotEnv
 from kalm.rl.algos import load_policy
+from kalm.seeds import seed_stream
 from kalm.stages import evaluate, train
 from kalm.stages.collect import play
 from kalm.tasks import parse_goal
@@ -72,7 +73,7 @@ def imagined_sets(epsilon: float, policy: str, max_steps: int, seed: int) -> dic
     llm: list[Episode] = []
     oracle: list[Episode] = []
     env = CLEVRRobotEnv(max_episode_steps=max_steps)
-    rng = np.random.default_rng([seed, 0x0AC1E])
+    rng = seed_stream(seed, "benchmarks.oracle")
     for level in NOVEL:
         episodes = read_episodes(paths.imagined_episodes(level), made_by="imagine")
         llm.extend(episodes)

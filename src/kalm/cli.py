@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from kalm.config import ConfigError, Params, load_params
+from kalm.preflight import preflight
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -36,11 +37,16 @@ def main() -> None:
 
 
 def _load(path: Path) -> Params:
+    """Validated params, and the folders they name checked to exist; else one line and exit code 2."""
     try:
-        return load_params(path)
+        params = load_params(path)
+        problem = preflight(params)
     except ConfigError as err:
-        typer.echo(f"error: {err}", err=True)
+        problem = str(err)
+    if problem:
+        typer.echo(f"error: {problem}", err=True)
         raise typer.Exit(code=2) from None
+    return params
 
 
 def _run(stage: str, params: Params, *args: str) -> dict:

@@ -51,15 +51,6 @@ class LLMConfig(_Section):
     )
     device: Literal["auto", "cpu", "cuda"] = Field(description="auto picks CUDA when present.")
 
-    @model_validator(mode="after")
-    def _backbone_usable(self) -> LLMConfig:
-        from kalm.llm.backbone import describe_backbone
-
-        problem = describe_backbone(self.backbone, self.allow_network)
-        if problem:
-            raise ValueError(f"backbone: {problem}")
-        return self
-
 
 class GroundConfig(_Section):
     """The `ground` stage: grounding SFT on the four KALM patterns."""
@@ -144,11 +135,6 @@ class TrainConfig(_Section):
             raise ValueError(f"steps_per_epoch: {self.steps_per_epoch} is more than steps ({self.steps})")
         if any(u <= 0 for u in self.hidden_units):
             raise ValueError(f"hidden_units: {self.hidden_units} must all be positive")
-        from kalm.rl.encoder import describe_encoder
-
-        problem = describe_encoder(self.encoder)
-        if problem:
-            raise ValueError(f"encoder: {problem}")
         return self
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from kalm.config import ConfigError, flatten, parse_params
+from kalm.preflight import preflight
 
 
 def merge(base: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
@@ -33,7 +34,10 @@ def overrides(profile_path: str | Path, params_path: str | Path = "params.yaml")
     if not isinstance(profile, dict):
         raise ConfigError(f"{profile_path}: expected a mapping of sections")
     base = yaml.safe_load(Path(params_path).read_text(encoding="utf-8"))
-    parse_params(merge(base, profile), f"{params_path} + {profile_path}")
+    source = f"{params_path} + {profile_path}"
+    problem = preflight(parse_params(merge(base, profile), source))
+    if problem:
+        raise ConfigError(f"{source}: {problem}")
     args: list[str] = []
     for key, value in flatten(profile).items():
         text = json.dumps(value) if isinstance(value, list | bool) or value is None else str(value)

@@ -36,7 +36,9 @@ def test_base_model_builds_the_tiny_backbone(tiny_params: Params, mlflow_store: 
 def grounded(tiny_params: Params, tiny_base: Path, tiny_episodes: list, mlflow_store: str) -> dict:
     shutil.copytree(tiny_base, paths.BASE_MODEL)
     write_episodes(paths.OFFLINE_EPISODES, tiny_episodes)
-    return ground.run(tiny_params)
+    # Enough steps for the tiny model to learn something measurable on held-out episodes (~40 steps).
+    cfg = tiny_params.ground.model_copy(update={"epochs": 4, "lr": 3e-3, "numeric_lr": 3e-3, "head_lr": 3e-3})
+    return ground.run(tiny_params.model_copy(update={"ground": cfg}))
 
 
 def test_ground_writes_model_metrics_and_loss_curve(grounded: dict, tiny_params: Params) -> None:
@@ -47,6 +49,7 @@ def test_ground_writes_model_metrics_and_loss_curve(grounded: dict, tiny_params:
     metrics = json.loads(paths.metrics_file("ground").read_text())
     assert metrics == json.loads(json.dumps(grounded))
     assert metrics["heldout_episodes"] == round(0.1 * 24) and metrics["train_episodes"] == 10
+    assert metrics["steps"] == -(-metrics["samples"] // 4)  # every sample once per epoch, batches of 4
     assert metrics["steps_done"] == metrics["steps"] > 0
     for key in ("explanation_accuracy", "generation_match_rate", "action_accuracy", "named_ball_rate"):
         assert 0.0 <= metrics[key] <= 1.0 and 0.0 <= metrics["untrained"][key] <= 1.0

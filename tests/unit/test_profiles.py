@@ -38,3 +38,34 @@ def test_a_bad_profile_fails_with_one_line_and_exit_2(tmp_path: Path, capsys: py
     assert main(["bad.yaml"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "train.stepz" in err
+
+
+def test_gpu_profile_grounds_on_the_cpu_with_tiny_overrides(
+    tmp_path: Path, tiny_base: Path, tiny_episodes: list, mlflow_store: str
+) -> None:
+    """profiles/gpu.yaml validates, and its settings (full fine-tuning, device auto, 10 epochs, its learning rates)
+    run the ground stage on the CPU once the budgets are made tiny."""
+    from kalm import paths
+    from kalm.data import write_episodes
+    from kalm.stages import ground
+    from tests.conftest import TINY_OVERRIDES, tiny_params_dict
+
+    shutil.copy(REPO / "params.yaml", "params.yaml")
+    pairs = dict(a.split("=", 1) for a in overrides(REPO / "profiles" / "gpu.yaml")[1::2])
+    assert (
+        pairs["ground.finetune"] == "full"
+        and pairs["ground.epochs"] == "10"
+        and pairs["llm.backbone"] == "smollm2-135m"
+    )
+    assert pairs["imagine.easy"] == "72400" and int(pairs["train.steps"]) >= 100_000
+    profile = yaml.safe_load((REPO / "profiles" / "gpu.yaml").read_text())
+    tiny = {**TINY_OVERRIDES["ground"], "batch_size": 8}
+    data = merge(merge(tiny_params_dict(), profile), {"llm": TINY_OVERRIDES["llm"], "ground": tiny})
+    params = parse_params(data)
+    shutil.copytree(tiny_base, paths.BASE_MODEL)
+    write_episodes(paths.OFFLINE_EPISODES, tiny_episodes)
+    metrics = ground.run(params)
+    assert metrics["steps_done"] == metrics["steps"] > 0
+    assert (paths.GROUNDED_MODEL / "model.safetensors").is_file() and (
+        paths.GROUNDED_MODEL / "numeric.safetensors"
+    ).is_file()

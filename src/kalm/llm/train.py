@@ -142,9 +142,7 @@ def sft_config(settings: TrainSettings, n_batches: int) -> SFTConfig:
     )
 
 
-def train(
-    model, tokenizer, batches: list[dict[str, torch.Tensor]], settings: TrainSettings, on_log=None, callbacks=()
-):
+def train(model, tokenizer, batches: list[dict[str, torch.Tensor]], settings: TrainSettings, on_log=None, callbacks=()):
     """Run the SFT over every batch once; returns (trainer, recorder)."""
     recorder = LossRecorder(on_log=on_log)
     # SFTTrainer wants a `datasets.Dataset`: it holds batch indices and the collator hands out the batch.

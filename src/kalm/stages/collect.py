@@ -20,6 +20,7 @@ from kalm import paths
 from kalm.config import Params
 from kalm.data import Episode, write_episodes, write_json
 from kalm.env import CLEVRRobotEnv
+from kalm.seeds import seeds_of
 from kalm.tasks import DIRECTIONS, RelationGoal, parse_goal, training_goals, training_instructions
 from kalm.tasks.behaviour import behaviour_action
 from kalm.tracking import log_metrics, stage_run
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def episode_seeds(seed: int, n: int) -> list[int]:
     """Independent per-episode seeds derived from the one params seed."""
-    return [int(s) for s in np.random.SeedSequence([seed, 0xC011EC7]).generate_state(n, dtype=np.uint32)]
+    return seeds_of(seed, "collect.episodes", n)
 
 
 def play(

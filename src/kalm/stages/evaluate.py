@@ -27,6 +27,7 @@ import numpy as np
 from kalm import paths
 from kalm.config import Params
 from kalm.data import atomic_path, write_json
+from kalm.seeds import seed_stream
 from kalm.tasks import (
     LEVELS,
     RelationGoal,
@@ -63,11 +64,10 @@ def level_tasks(level: str, params: Params) -> list[tuple[str, dict[str, Any]]]:
     return list(held_out.expand())
 
 
-def make_episodes(tasks: Sequence[tuple[str, dict[str, Any]]], n: int, seed: Sequence[int]) -> list[EvalEpisode]:
+def make_episodes(tasks: Sequence[tuple[str, dict[str, Any]]], n: int, rng: np.random.Generator) -> list[EvalEpisode]:
     """``n`` episodes with tasks drawn uniformly and scenes in which the goal does not already hold."""
     from kalm.env.scene import sample_positions
 
-    rng = np.random.default_rng(list(seed))
     episodes = []
     for _ in range(n):
         text, spec = tasks[int(rng.integers(len(tasks)))]
@@ -86,14 +86,14 @@ def level_episodes(params: Params) -> dict[str, list[EvalEpisode]]:
     out = {}
     for i, level in enumerate(LEVELS):
         n = params.evaluate.easy_episodes if level == "easy" else params.evaluate.episodes
-        out[level] = make_episodes(level_tasks(level, params), n, (params.seed, 0xE7A1, i))
+        out[level] = make_episodes(level_tasks(level, params), n, seed_stream(params.seed, "evaluate.levels", i))
     return out
 
 
 def suite_episodes(suite: Suite, params: Params, index: int) -> list[EvalEpisode]:
     """Evaluation episodes of a user's suite (all its templates)."""
     n = params.evaluate.easy_episodes if suite.level == "easy" else params.evaluate.episodes
-    return make_episodes(list(suite.expand()), n, (params.seed, 0x5017E, index))
+    return make_episodes(list(suite.expand()), n, seed_stream(params.seed, "evaluate.suite", index))
 
 
 Chooser = Callable[[np.ndarray, Sequence[EvalEpisode]], np.ndarray]

@@ -23,6 +23,7 @@ import numpy as np
 from kalm import paths
 from kalm.config import Params
 from kalm.data import Episode, atomic_path, read_episodes, write_json
+from kalm.seeds import seed_stream
 from kalm.tracking import log_metrics, stage_run
 
 STAGE = "ground"
@@ -32,7 +33,7 @@ LOSS_COLUMNS = ("step", "loss", "state_loss", "action_loss", "token_loss", "lear
 
 def split_episodes(episodes: list[Episode], heldout_fraction: float, seed: int) -> tuple[list[Episode], list[Episode]]:
     """(train, held out), split by episode with a seeded shuffle."""
-    order = np.random.default_rng([seed, 0x6E0]).permutation(len(episodes))
+    order = seed_stream(seed, "ground.split").permutation(len(episodes))
     n_held = max(1, round(heldout_fraction * len(episodes)))
     held = {int(i) for i in order[:n_held]}
     train = [episodes[int(i)] for i in order[n_held:]]
@@ -45,7 +46,7 @@ def diagnostics(lm, tokenizer, builder, held: list[Episode], params: Params, bf1
 
     from kalm.llm import diagnostics as diag
 
-    rng = np.random.default_rng([params.seed, 0xD1A6])
+    rng = seed_stream(params.seed, "ground.diagnostics")
     successful = [e for e in held if e.success][: params.ground.diagnostic_episodes]
     states, actions, nxt = diag.held_out_transitions(held, 4 * params.ground.diagnostic_episodes, rng)
     device = next(lm.parameters()).device
@@ -108,7 +109,7 @@ def run(params: Params) -> dict[str, Any]:
     lm, tokenizer = build_trainable(spec, dtype, params.seed, train_eps)
     lm.to(device)
     builder = sample_builder(tokenizer)
-    rng = np.random.default_rng([params.seed, 0x5F7])
+    rng = seed_stream(params.seed, "ground.samples")
     samples = [s for _ in range(cfg.epochs) for e in train_eps for s in episode_samples(builder, e, rng)]
     batches = make_batches(samples, cfg.batch_size, tokenizer.pad_token_id, rng)
 

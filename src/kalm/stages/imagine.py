@@ -23,6 +23,7 @@ from kalm import paths
 from kalm.config import Params
 from kalm.data import Episode, atomic_path, read_episodes, write_episodes, write_json
 from kalm.env import CLEVRRobotEnv
+from kalm.seeds import seed_stream, seeds_of
 from kalm.tasks import Goal, parse_goal, shipped_suite
 from kalm.tracking import log_artifact, log_metrics, stage_run
 
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 # the usable area itself would flag every model that copies such an s_0.
 WORKBENCH_LOW = (-0.6, -0.3)
 WORKBENCH_HIGH = (0.6, 0.7)
-LEVEL_SALT = {"rephrase": 0x4E9, "easy": 0xEA5, "hard": 0x4A4D}
 
 
 def imagination_tasks(params: Params, level: str, n: int) -> list[tuple[str, dict[str, Any]]]:
@@ -41,17 +41,17 @@ def imagination_tasks(params: Params, level: str, n: int) -> list[tuple[str, dic
     instances, concatenated, so every instance appears ``n / instances`` times give or take one."""
     imagination, _ = shipped_suite(level).split(params.goals.holdout_fraction, params.seed)
     instances = list(imagination.expand())
-    rng = np.random.default_rng([params.seed, LEVEL_SALT[level]])
+    rng = seed_stream(params.seed, f"imagine.tasks.{level}")
     picks: list[int] = []
     while len(picks) < n:
         picks.extend(int(i) for i in rng.permutation(len(instances)))
     return [instances[i] for i in picks[:n]]
 
 
-def initial_states(env: CLEVRRobotEnv, goals: Sequence[Goal], seed: int, salt: int) -> tuple[np.ndarray, list[int]]:
+def initial_states(env: CLEVRRobotEnv, goals: Sequence[Goal], seed: int, level: str) -> tuple[np.ndarray, list[int]]:
     """Real initial states from seeded resets (a stream no other stage uses), re-drawn while the goal already
     holds, as the original samples goals; returns (states (n, 10), reset seeds)."""
-    seeds = [int(s) for s in np.random.SeedSequence([seed, 0x1A61E, salt]).generate_state(len(goals), np.uint32)]
+    seeds = seeds_of(seed, f"imagine.starts.{level}", len(goals))
     states = []
     for goal, reset_seed in zip(goals, seeds, strict=True):
         obs, _ = env.reset(seed=reset_seed)
@@ -122,7 +122,7 @@ def imagine_level(
         return [], {"instances": 0}
     tasks = imagination_tasks(params, level, n)
     goals = [parse_goal(spec) for _, spec in tasks]
-    starts, seeds = initial_states(env, goals, params.seed, LEVEL_SALT[level])
+    starts, seeds = initial_states(env, goals, params.seed, level)
     limits = [1 if g.ends_after_one_step else params.env.max_episode_steps for g in goals]
     episodes: list[Episode] = []
     batch = params.imagine.batch_size
@@ -188,8 +188,8 @@ def run(params: Params) -> dict[str, Any]:
     import torch
     from PIL import Image
 
-    from kalm.llm.model import load_grounded, sample_builder
     from kalm.llm.device import resolve_bf16, resolve_device
+    from kalm.llm.model import load_grounded, sample_builder
 
     offline = read_episodes(paths.OFFLINE_EPISODES, made_by="collect")
     device = resolve_device(params.llm.device)

@@ -21,6 +21,7 @@ import numpy as np
 from kalm import paths
 from kalm.config import Params
 from kalm.data import Episode, atomic_path, read_episodes, write_json
+from kalm.seeds import seed_stream, seeds_of
 from kalm.tracking import log_artifact, log_metrics, set_tags, stage_run
 
 STAGE = "train"
@@ -30,7 +31,7 @@ MEAN_Q_SAMPLE = 1024
 
 def policy_seed(seed: int, k: int) -> int:
     """The seed of policy ``k``, derived from the one params seed."""
-    return int(np.random.SeedSequence([seed, 0x7A1, k]).generate_state(1)[0])
+    return seeds_of(seed, "train.policy", 1, k)[0]
 
 
 def algo_params(params: Params, algo: str) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def train_policies(
     buffer = build_buffer(real, imagined, embeddings, mix=cfg.mix if variant == "kalm" else "uniform")
     obs_dim = STATE_DIM + encoder.dim
     probe = buffer.batch_from_indices(
-        np.random.default_rng([params.seed, 0x0]).integers(buffer.transition_count, size=MEAN_Q_SAMPLE)
+        seed_stream(params.seed, "train.q_sample").integers(buffer.transition_count, size=MEAN_Q_SAMPLE)
     )
     probe_actions = probe.actions.ravel().astype(np.int64)
 
