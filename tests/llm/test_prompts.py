@@ -99,3 +99,28 @@ def test_normalisation_round_trip() -> None:
     norm = normalise(raw)
     np.testing.assert_allclose(norm[0, :4], [-1, -1, 1, 1], atol=1e-6)
     np.testing.assert_allclose(denormalise(norm), raw, atol=1e-6)
+
+
+def test_action_displacement_is_each_actions_mean_change_where_an_action_precedes() -> None:
+    import torch
+
+    from kalm.llm.numeric import RESIDUAL_SCALE, NumericIO, latest_actions
+
+    numeric = NumericIO(8, residual_state=True, action_displacement=True)
+    states = [STATES[:3], STATES[1:4]]  # raw (T+1, 10)
+    actions = [np.array([3, 5]), np.array([3, 3])]
+    numeric.set_displacement(states, actions)
+    changes = [np.diff(normalise(s), axis=0) for s in states]
+    expected_3 = np.mean([changes[0][0], changes[1][0], changes[1][1]], axis=0) / RESIDUAL_SCALE
+    np.testing.assert_allclose(numeric.displacement.weight[3].detach().numpy(), expected_3, rtol=1e-5)
+    np.testing.assert_allclose(numeric.displacement.weight[0].detach().numpy(), 0.0)  # never taken: no change
+    anchor = torch.from_numpy(normalise(STATES[:2]))
+    with torch.no_grad():  # the head itself is zero
+        moved = numeric.predict_state(torch.zeros(2, 8), anchor, torch.tensor([3, -1]))
+    np.testing.assert_allclose(moved[0].numpy(), anchor[0].numpy() + RESIDUAL_SCALE * expected_3, rtol=1e-5)
+    np.testing.assert_allclose(moved[1].numpy(), anchor[1].numpy())  # no action before it (terminal pattern)
+    sample = BUILDER.generation("go", STATES[:3], ACTIONS[:2])
+    batch = collate([sample], pad_id=0)
+    latest = latest_actions(batch["kinds"], batch["action_inputs"])[0].numpy()
+    slots = np.flatnonzero(sample.kinds == ACTION)
+    assert (latest[: slots[0]] == -1).all() and latest[slots[0]] == ACTIONS[0] and latest[-1] == ACTIONS[1]

@@ -36,8 +36,9 @@ def test_base_model_builds_the_tiny_backbone(tiny_params: Params, mlflow_store: 
 def grounded(tiny_params: Params, tiny_base: Path, tiny_episodes: list, mlflow_store: str) -> dict:
     shutil.copytree(tiny_base, paths.BASE_MODEL)
     write_episodes(paths.OFFLINE_EPISODES, tiny_episodes)
-    # Enough steps for the tiny model to learn something measurable on held-out episodes (~40 steps).
-    cfg = tiny_params.ground.model_copy(update={"epochs": 4, "lr": 3e-3, "numeric_lr": 3e-3, "head_lr": 3e-3})
+    # Enough steps (~80) and held-out episodes (6) for the tiny model to learn something measurable on them.
+    fast = {"lr": 1e-2, "numeric_lr": 1e-2, "head_lr": 1e-2}
+    cfg = tiny_params.ground.model_copy(update={"epochs": 8, "heldout_fraction": 0.25, **fast})
     return ground.run(tiny_params.model_copy(update={"ground": cfg}))
 
 
@@ -48,18 +49,18 @@ def test_ground_writes_model_metrics_and_loss_curve(grounded: dict, tiny_params:
     assert meta["base_model"] == str(paths.BASE_MODEL) and meta["finetune"] == "lora" and meta["backbone"] == "tiny"
     metrics = json.loads(paths.metrics_file("ground").read_text())
     assert metrics == json.loads(json.dumps(grounded))
-    assert metrics["heldout_episodes"] == round(0.1 * 24) and metrics["train_episodes"] == 10
-    assert metrics["steps"] == -(-metrics["samples"] // 4)  # every sample once per epoch, batches of 4
+    assert metrics["heldout_episodes"] == round(0.25 * 24) and metrics["train_episodes"] == 10
+    assert metrics["steps"] == -(-metrics["samples"] // 4)  # every sample once, batches of 4
     assert metrics["steps_done"] == metrics["steps"] > 0
     for key in ("explanation_accuracy", "generation_match_rate", "action_accuracy", "named_ball_rate"):
         assert 0.0 <= metrics[key] <= 1.0 and 0.0 <= metrics["untrained"][key] <= 1.0
     # Training lowers the loss on the held-out episodes (not only on the batches it saw).
-    assert metrics["heldout_loss"] < 0.9 * metrics["untrained"]["heldout_loss"], metrics
+    assert metrics["heldout_loss"] < 0.97 * metrics["untrained"]["heldout_loss"], metrics
     # The recorded actions push the goal's source ball far more often than chance (0.2).
     assert metrics["data_named_ball_rate"] > 0.5
     assert metrics["dynamics_mse"] > 0 and metrics["dynamics_mse_copy_baseline"] > 0
-    # The zero-initialised residual state head starts exactly at the copy baseline.
-    assert metrics["untrained"]["dynamics_mse"] == pytest.approx(metrics["dynamics_mse_copy_baseline"], rel=1e-4)
+    # Untrained, the residual head is the action displacement set from the training episodes, not the copy.
+    assert metrics["untrained"]["dynamics_mse"] != pytest.approx(metrics["dynamics_mse_copy_baseline"], rel=1e-3)
     rows = list(csv.DictReader(paths.GROUND_LOSS.open()))
     assert len(rows) == metrics["steps_done"] and all(np.isfinite(float(r["loss"])) for r in rows)
     [run] = mlflow.search_runs(experiment_names=["kalm"], output_format="list")
@@ -94,7 +95,7 @@ def test_grounded_model_loads_without_unpickling(
 
     assert meta["finetune"] == "lora" and meta["backbone"] == "tiny"
     numeric = numeric_of(lm).state_dict()
-    assert len(numeric) == 10  # the word action interface (the default): see tests/llm/test_model.py
+    assert len(numeric) == 11  # word actions + the action displacement (the defaults): tests/llm/test_model.py
     for key, value in numeric.items():  # the trained numeric modules, as saved
         assert torch.equal(value, saved[f"base_model.model.kalm_numeric.{key}"]), key
     name = "model.layers.0.self_attn.q_proj.weight"  # LoRA merged into the base weights

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -81,7 +82,19 @@ def test_unrealistic_transitions_are_flagged() -> None:
     states[2, 0] = 0.9  # then 0.65 further, off the workbench
     np.testing.assert_array_equal(imagine.out_of_workbench(states), [False, True])
     np.testing.assert_array_equal(imagine.exceeds_dynamics(states, limit=0.4), [False, True])
-    assert imagine.keep_realistic([], 0.4) == []
+
+
+def test_the_filter_keeps_all_realistic_or_successful_rollouts(tiny_episodes) -> None:
+    episodes = tiny_episodes[:6]
+    off = dataclasses.replace(episodes[0], observations=episodes[0].observations.copy())
+    off.observations[-1, 0] = 0.9  # red ends beyond the right wall
+    failed = dataclasses.replace(episodes[1], success=False)
+    rollouts = [off, failed, *episodes[2:]]
+    realistic = [e for e in rollouts[1:] if not imagine.out_of_workbench(e.observations).any()]
+    assert imagine.kept(rollouts, "none", 0.47) == rollouts
+    assert imagine.kept(rollouts, "realistic", 0.47) == realistic and off not in realistic
+    successful = imagine.kept(rollouts, "successful", 0.47)
+    assert successful == [e for e in rollouts if e.success] and failed not in successful
 
 
 def test_imagination_tasks_cover_the_imagination_split_evenly(tiny_params: Params) -> None:
