@@ -29,7 +29,6 @@ from kalm import paths
 from kalm.config import load_params
 from kalm.data import Episode, read_episodes
 from kalm.env import CLEVRRobotEnv
-from kalm.rl.algos import load_policy
 from kalm.seeds import seed_stream
 from kalm.stages import evaluate, train
 from kalm.stages.collect import play
@@ -100,7 +99,6 @@ def main() -> None:
         print(f"{name}: imagined success " + ", ".join(f"{lv} {np.mean([e.success for e in es] or [0]):.3f}"
                                                        for lv, es in by_level.items()))  # fmt: skip
     levels = evaluate.level_episodes(params)
-    texts = [e.instruction for episodes in levels.values() for e in episodes]
     embedder = evaluate.Embedder()
     table: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,18 +109,8 @@ def main() -> None:
                 train.train_policies(
                     params, variant, algo, real, imagined, out / "policy", out / "curves", log_to_mlflow=False
                 )
-                per_seed = []
-                for folder in sorted((out / "policy").glob("seed*")):
-                    policy, meta = load_policy(folder)
-                    embeddings = embedder.table(meta["encoder"], texts)
-                    steps = params.env.max_episode_steps
-                    choose = evaluate.policy_chooser(policy, embeddings)
-                    per_seed.append(
-                        {
-                            level: float(evaluate.rollout_success(choose, eps, steps).mean())
-                            for level, eps in levels.items()
-                        }
-                    )
+                folders = sorted((out / "policy").glob("seed*"))
+                per_seed = evaluate.seed_results(folders, levels, embedder, params.env.max_episode_steps).values()
                 row = {level: float(np.mean([s[level] for s in per_seed])) for level in levels}
                 row["novel_mean"] = float(np.mean([row[level] for level in NOVEL]))
                 table[f"{name} {algo}"] = row

@@ -91,7 +91,10 @@ class ImagineConfig(_Section):
     easy: int = Field(ge=0, description="Rollouts for the unseen easy level, one step each (paper: 72,400).")
     hard: int = Field(ge=0, description="Rollouts for the unseen hard level (paper: 1,680).")
     batch_size: int = Field(gt=0, description="Rollouts decoded together (one KV cache).")
-    filter: bool = Field(description="Drop rollouts that leave the workbench or exceed the dynamics limit.")
+    filter: Literal["none", "realistic", "successful"] = Field(
+        description="Rollouts kept: all (none, the paper's), realistic (none off the workbench or beyond the dynamics "
+        "limit), or successful (the goal's own test holds on the last generated state)."
+    )
     render: int = Field(ge=0, description="Rollouts per level drawn as image strips into reports/imagine/.")
 
 

@@ -185,10 +185,27 @@ class Embedder:
         return self._encoders[encoder].table(texts)
 
 
+def seed_results(
+    folders: Sequence[Path], levels: dict[str, list[EvalEpisode]], embedder: Embedder, max_steps: int
+) -> dict[str, dict[str, np.ndarray]]:
+    """``{seedK: {level: success per episode}}`` of the policies saved in ``folders``."""
+    from kalm.rl.algos import load_policy
+
+    texts = [e.instruction for episodes in levels.values() for e in episodes]
+    results = {}
+    for folder in folders:
+        algo, meta = load_policy(folder)
+        choose = policy_chooser(algo, embedder.table(meta["encoder"], texts))
+        results[folder.name] = {level: rollout_success(choose, eps, max_steps) for level, eps in levels.items()}
+        log.info("evaluate %s: %s", folder, {lv: s.mean() for lv, s in results[folder.name].items()})
+    return results
+
+
 def evaluate_policies(
     params: Params, levels: dict[str, list[EvalEpisode]], render_dir: Path | None = None
 ) -> dict[str, dict[str, dict[str, np.ndarray]]]:
-    """``{policy: {seedK: {level: success per episode}}}`` for every variant x algo and seed."""
+    """``{policy: {seedK: {level: success per episode}}}`` for every variant x algo and seed; image strips of the
+    first seed's first ``evaluate.render`` episodes per level."""
     import torch
 
     from kalm.rl.algos import load_policy
@@ -196,36 +213,21 @@ def evaluate_policies(
     torch.set_num_threads(params.train.threads)
     embedder = Embedder()
     texts = [e.instruction for episodes in levels.values() for e in episodes]
+    steps = params.env.max_episode_steps
     results: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for variant in paths.VARIANTS:
         for algo_name in paths.ALGOS:
             name = paths.policy_name(variant, algo_name)
-            results[name] = {}
-            for k, folder in enumerate(policy_seeds(variant, algo_name)):
-                algo, meta = load_policy(folder)
-                embeddings = embedder.table(meta["encoder"], texts)
-                choose = policy_chooser(algo, embeddings)
-                results[name][folder.name] = {
-                    level: rollout_success(choose, episodes, params.env.max_episode_steps)
-                    for level, episodes in levels.items()
-                }
-                log.info(
-                    "evaluate %s %s: %s",
-                    name,
-                    folder.name,
-                    {lv: s.mean() for lv, s in results[name][folder.name].items()},
-                )
-                if render_dir is not None and k == 0 and params.evaluate.render:
-                    for level, episodes in levels.items():
-                        for i, episode in enumerate(episodes[: params.evaluate.render]):
-                            render_strip(
-                                algo,
-                                episode,
-                                embeddings,
-                                params.env.max_episode_steps,
-                                render_dir / name / f"{level}-{i}.png",
-                                f"{name} · {level}",
-                            )
+            folders = policy_seeds(variant, algo_name)
+            results[name] = seed_results(folders, levels, embedder, steps)
+            if render_dir is None or not params.evaluate.render:
+                continue
+            algo, meta = load_policy(folders[0])
+            embeddings = embedder.table(meta["encoder"], texts)
+            for level, episodes in levels.items():
+                for i, episode in enumerate(episodes[: params.evaluate.render]):
+                    out = render_dir / name / f"{level}-{i}.png"
+                    render_strip(algo, episode, embeddings, steps, out, f"{name} · {level}")
     return results
 
 

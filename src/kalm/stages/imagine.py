@@ -174,13 +174,18 @@ def level_metrics(episodes: Sequence[Episode], env: CLEVRRobotEnv, limit: float)
     }
 
 
-def keep_realistic(episodes: Sequence[Episode], limit: float) -> list[Episode]:
-    """``imagine.filter``: drop rollouts with a transition off the workbench or beyond the dynamics limit."""
-    return [
-        e
-        for e in episodes
-        if not (out_of_workbench(e.observations).any() or exceeds_dynamics(e.observations, limit).any())
-    ]
+def kept(episodes: Sequence[Episode], how: str, limit: float) -> list[Episode]:
+    """``imagine.filter``: all rollouts (``none``), those with no transition off the workbench or beyond the
+    dynamics limit (``realistic``), or those whose last generated state satisfies the goal (``successful``)."""
+    if how == "realistic":
+        return [
+            e
+            for e in episodes
+            if not (out_of_workbench(e.observations).any() or exceeds_dynamics(e.observations, limit).any())
+        ]
+    if how == "successful":
+        return [e for e in episodes if e.success]
+    return list(episodes)
 
 
 def run(params: Params) -> dict[str, Any]:
@@ -211,9 +216,9 @@ def run(params: Params) -> dict[str, Any]:
             # Timings go to MLflow only: the metrics JSON is reproduced exactly by a re-run.
             log_metrics({f"{level}.seconds": seconds, f"{level}.rollouts_per_second": len(episodes) / seconds})
             level_out = {**level_metrics(episodes, env, limit), **info}
-            kept = keep_realistic(episodes, limit) if params.imagine.filter else episodes
-            level_out["kept"] = len(kept)
-            write_episodes(paths.imagined_episodes(level), kept)
+            keep = kept(episodes, params.imagine.filter, limit)
+            level_out["kept"] = len(keep)
+            write_episodes(paths.imagined_episodes(level), keep)
             metrics["levels"][level] = {k: round(v, 5) if isinstance(v, float) else v for k, v in level_out.items()}
             for i, episode in enumerate(episodes[: params.imagine.render]):
                 strips[f"{level}_{i}"] = render_strip(env, episode.observations)
