@@ -6,7 +6,8 @@ imagined data, beside the baseline, in one run and on the pipeline's evaluation 
 
 Each ``--set name[:key=value,...]`` selects from data/imagined/ (the `imagine` stage's rollouts, which must have been
 made with ``imagine.filter: none``): ``filter`` (none | realistic | successful: `imagine.kept`), ``levels``
-(``+``-joined, e.g. ``easy+rephrase``) and ``mix`` (balanced | uniform: ``train.mix``). Every set trains
+(``+``-joined, e.g. ``easy+rephrase``), ``mix`` (balanced | uniform: ``train.mix``) and ``share`` (the imagined share
+of a balanced batch: ``train.imagined_share``). Every set trains
 ``train.seeds`` policies per algorithm with the `train` stage's code and params; the baseline is trained in the same
 run. Prints per-level success (mean over seeds) with Wilson 95 % intervals on the pooled episodes, and each set's
 novel mean against the baseline's. Nothing is written outside a temporary folder; nothing is logged to MLflow.
@@ -31,7 +32,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 def parse_set(text: str) -> tuple[str, dict[str, str]]:
     name, _, rest = text.partition(":")
     options = dict(pair.split("=", 1) for pair in rest.split(",") if pair)
-    unknown = set(options) - {"filter", "levels", "mix"}
+    unknown = set(options) - {"filter", "levels", "mix", "share"}
     if unknown:
         raise SystemExit(f"--set {name}: unknown option(s) {', '.join(sorted(unknown))}")
     return name, options
@@ -56,11 +57,15 @@ def main() -> None:
             for text in ["baseline", *args.set]:
                 name, options = parse_set(text)
                 chosen = options.get("levels", "+".join(paths.NOVEL_LEVELS)).split("+")
-                imagined = [
-                    e for lv in chosen for e in imagine.kept(rollouts[lv], options.get("filter", "none"), limit)
-                ]
                 variant = "baseline" if name == "baseline" else "kalm"
-                cfg = params.train.model_copy(update={"mix": options.get("mix", params.train.mix)})
+                how = options.get("filter", "none")
+                imagined = (
+                    [e for lv in chosen for e in imagine.kept(rollouts[lv], how, limit)] if variant == "kalm" else []
+                )
+                share = float(options.get("share", params.train.imagined_share))
+                cfg = params.train.model_copy(
+                    update={"mix": options.get("mix", params.train.mix), "imagined_share": share}
+                )
                 out = Path(tmp) / f"{name}-{algo}"
                 run_params = params.model_copy(update={"train": cfg})
                 train.train_policies(

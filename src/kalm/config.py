@@ -124,7 +124,10 @@ class TrainConfig(_Section):
     steps: int = Field(gt=0, description="Gradient steps per policy (paper: 500,000).")
     steps_per_epoch: int = Field(gt=0, description="Steps between two points of the learning curves.")
     mix: Literal["uniform", "balanced"] = Field(
-        description="kalm variant: uniform over all transitions, or half of each batch imagined (the paper)."
+        description="kalm variant: uniform over all transitions, or a fixed imagined share of each batch."
+    )
+    imagined_share: float = Field(
+        gt=0.0, lt=1.0, description="balanced mix: the imagined share of every batch (the paper: 0.5)."
     )
     encoder: str = Field(description="Goal encoder: all-minilm-l6-v2 (packaged) or a sentence-transformers folder.")
     hidden_units: list[int] = Field(min_length=1, description="Encoder MLP widths, ReLU (paper: [256, 256]).")

@@ -145,6 +145,7 @@ def build_buffer(
     imagined: Sequence[Episode],
     embeddings: Mapping[str, np.ndarray],
     mix: str = "uniform",
+    imagined_share: float = 0.5,
 ) -> GoalReplayBuffer:
     """One buffer of real and imagined episodes: ``uniform`` samples all transitions alike (the reference code),
     ``balanced`` draws half of every batch from each source (the paper). Without imagined data both are uniform.
@@ -154,7 +155,7 @@ def build_buffer(
     real = [e for e in real if e.length > 0]
     imagined = [e for e in imagined if e.length > 0]
     groups = [0] * len(real) + [1] * len(imagined)
-    weights = [0.5, 0.5] if mix == "balanced" and real and imagined else None
+    weights = [1.0 - imagined_share, imagined_share] if mix == "balanced" and real and imagined else None
     if weights is None:
         groups = None
     return GoalReplayBuffer([*real, *imagined], embeddings, groups=groups, group_weights=weights)

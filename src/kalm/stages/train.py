@@ -92,7 +92,8 @@ def train_policies(
     encoder = GoalEncoder(cfg.encoder)
     embeddings = encoder.table([e.instruction for e in [*real, *imagined]])
     log_metrics({"encode_seconds": time.perf_counter() - start})
-    buffer = build_buffer(real, imagined, embeddings, mix=cfg.mix if variant == "kalm" else "uniform")
+    mix = cfg.mix if variant == "kalm" else "uniform"
+    buffer = build_buffer(real, imagined, embeddings, mix=mix, imagined_share=cfg.imagined_share)
     obs_dim = STATE_DIM + encoder.dim
     probe = buffer.batch_from_indices(
         seed_stream(params.seed, "train.q_sample").integers(buffer.transition_count, size=MEAN_Q_SAMPLE)
