@@ -23,7 +23,8 @@ def test_curves_compare_configurations_at_equal_steps(
     spec.loader.exec_module(module)
     argv = ["ground_curves.py", "--params", str(tiny_params_file), "--base", str(tiny_base)]
     argv += ["--episodes", str(episodes), "--steps", "4", "--every", "2"]
-    argv += ["--config", "words", "--config", "table:ground.action_interface=table,ground.state_features=fourier"]
+    argv += ["--config", "words:ground.action_displacement=false"]
+    argv += ["--config", "table:ground.action_interface=table,ground.state_features=fourier"]
     monkeypatch.setattr(sys, "argv", argv)
     module.main()
     table = capsys.readouterr().out.split("4 steps, held-out diagnostics")[1]
@@ -32,8 +33,9 @@ def test_curves_compare_configurations_at_equal_steps(
     for row in rows:
         action_accuracy, named_ball, dynamics_vs_copy = float(row[2]), float(row[3]), float(row[6])
         assert 0.0 <= action_accuracy <= 1.0 and 0.0 <= named_ball <= 1.0 and dynamics_vs_copy > 0
-    # Step 0 is the untrained model: its zero-initialised residual state head copies the state exactly.
-    assert float(rows[0][6]) == pytest.approx(1.0)
+    # Step 0 is the untrained model: without the action displacement its zero-initialised residual state head
+    # copies the state exactly; with it (the default), it does not.
+    assert float(rows[0][6]) == pytest.approx(1.0) and float(rows[3][6]) != pytest.approx(1.0)
 
 
 def test_unknown_override_is_refused(tiny_params_file: Path, tiny_base: Path, monkeypatch) -> None:

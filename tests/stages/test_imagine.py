@@ -117,10 +117,18 @@ def imagined(tiny_params: Params, tiny_base: Path, tiny_episodes: list, mlflow_s
 def test_imagine_writes_three_datasets_metrics_and_strips(imagined: dict, tiny_params: Params) -> None:
     assert json.loads(paths.metrics_file("imagine").read_text()) == json.loads(json.dumps(imagined))
     counts = {"rephrase": tiny_params.imagine.rephrase, "easy": tiny_params.imagine.easy, "hard": 2}
+    assert sum(imagined["levels"][level]["kept"] for level in paths.NOVEL_LEVELS) > 0  # something to check below
     for level in paths.NOVEL_LEVELS:
         episodes = read_episodes(paths.imagined_episodes(level))
-        assert len(episodes) == counts[level] == imagined["levels"][level]["rollouts"]
-        assert {e.source for e in episodes} == {"imagined"} and {e.level for e in episodes} == {level}
+        assert imagined["levels"][level]["rollouts"] == counts[level]
+        # the default filter keeps the rollouts whose goal test holds at the end (the match rate)
+        assert (
+            len(episodes)
+            == imagined["levels"][level]["kept"]
+            == round(imagined["levels"][level]["match_rate"] * counts[level])
+        )
+        assert all(e.success for e in episodes)
+        assert {e.source for e in episodes} <= {"imagined"} and {e.level for e in episodes} <= {level}
         for e in episodes:
             goal = parse_goal(e.goal)
             assert e.length == 1 if level == "easy" else 1 <= e.length <= tiny_params.env.max_episode_steps
@@ -129,7 +137,7 @@ def test_imagine_writes_three_datasets_metrics_and_strips(imagined: dict, tiny_p
         level_metrics = imagined["levels"][level]
         for key in ("match_rate", "replay_success_rate", "out_of_workbench_rate", "exceeds_dynamics_rate"):
             assert 0.0 <= level_metrics[key] <= 1.0
-        assert level_metrics["match_rate"] == pytest.approx(np.mean([e.success for e in episodes]))
+        assert level_metrics["match_rate"] * counts[level] == pytest.approx(len(episodes))  # kept = matched
     assert 0.2 < imagined["dynamics_limit"] < 1.0
     assert len(list(paths.IMAGINE_REPORTS.glob("*.png"))) == 3
     [run] = mlflow.search_runs(experiment_names=["kalm"], filter_string="tags.stage = 'imagine'", output_format="list")
