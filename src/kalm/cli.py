@@ -166,8 +166,8 @@ def train(
     Writes: models/policies/<variant>-<algo>/seed<k>/ (safetensors + JSON), metrics/train/<variant>-<algo>.json,
     plots/train/<variant>-<algo>/seed<k>.csv.
 
-    Params: seed, train.seeds, train.steps, train.steps_per_epoch, train.mix (kalm only), train.encoder,
-    train.hidden_units, train.threads, and train.bc or train.cql (the --algo's hyper-parameters).
+    Params: seed, train.seeds, train.steps, train.steps_per_epoch, train.mix and train.imagined_share (kalm only),
+    train.encoder, train.hidden_units, train.threads, and train.bc or train.cql (the --algo's hyper-parameters).
     """
     metrics = _run("train", _load(params), variant.value, algo.value)
     typer.echo(
