@@ -26,8 +26,8 @@ import torch
 import yaml
 from transformers import TrainerCallback, set_seed
 
-from kalm import paths
-from kalm.config import Params, load_params, parse_params
+from kalm import config, paths
+from kalm.config import Params, load_params
 from kalm.data import read_episodes
 from kalm.llm import diagnostics as diag
 from kalm.llm.batches import episode_samples, make_batches
@@ -42,17 +42,11 @@ COLUMNS = ("action_accuracy", "named_ball_rate", "explanation_colour_accuracy", 
 
 
 def with_overrides(params: Params, overrides: dict[str, str]) -> Params:
-    """``params`` with dotted keys replaced (values read as YAML), validated again."""
-    data = params.model_dump()
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = data
-        for part in parents:
-            node = node[part]
-        if leaf not in node:
-            raise SystemExit(f"--config: unknown key {key}")
-        node[leaf] = yaml.safe_load(value)
-    return parse_params(data, "overrides")
+    """``config.with_overrides`` with the values read as YAML; its error as the script's one-line exit."""
+    try:
+        return config.with_overrides(params, {k: yaml.safe_load(v) for k, v in overrides.items()}, "--config")
+    except config.ConfigError as err:
+        raise SystemExit(str(err)) from None
 
 
 def parse_config(text: str) -> tuple[str, dict[str, str]]:
@@ -116,19 +110,7 @@ def curve(params: Params, episodes, base: Path, steps: int, every: int) -> list[
 
     checkpoints = Checkpoints(evaluate, every, steps)
     with tempfile.TemporaryDirectory(prefix="kalm-curves-") as scratch:
-        settings = TrainSettings(
-            output_dir=Path(scratch),
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            warmup_ratio=cfg.warmup_ratio,
-            max_grad_norm=cfg.max_grad_norm,
-            bf16=bf16,
-            use_cpu=device == "cpu",
-            seed=params.seed,
-            logging_steps=cfg.logging_steps,
-            numeric_lr=cfg.numeric_lr,
-            head_lr=cfg.head_lr,
-        )
+        settings = TrainSettings.from_params(params, Path(scratch), bf16, use_cpu=device == "cpu")
         train(lm, tokenizer, batches[:steps], settings, callbacks=[checkpoints])
     return checkpoints.rows
 

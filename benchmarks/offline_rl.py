@@ -28,7 +28,8 @@ import numpy as np
 import torch
 import yaml
 
-from kalm.config import Params, load_params, parse_params
+from kalm import config
+from kalm.config import Params, load_params
 from kalm.data import Episode
 from kalm.rl.algos import greedy_actions, load_policy
 from kalm.rl.dataset import goal_observations
@@ -40,17 +41,11 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # d3rlpy's per-epoch bars would bury
 
 
 def with_overrides(params: Params, overrides: dict[str, Any]) -> Params:
-    """``params`` with dotted keys (``train.cql.lr``) replaced, validated again."""
-    data = params.model_dump()
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = data
-        for part in parents:
-            node = node[part]
-        if leaf not in node:
-            raise SystemExit(f"--set: unknown key {key}")
-        node[leaf] = value
-    return parse_params(data, "overrides")
+    """``config.with_overrides``, its error as the script's one-line exit."""
+    try:
+        return config.with_overrides(params, overrides, "--set")
+    except config.ConfigError as err:
+        raise SystemExit(str(err)) from None
 
 
 def number(text: str) -> Any:

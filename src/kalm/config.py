@@ -223,6 +223,20 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return parse_params(data, str(path))
 
 
+def with_overrides(params: Params, overrides: dict[str, Any], source: str = "overrides") -> Params:
+    """``params`` with dotted keys (``train.cql.lr``) replaced by already-parsed values, validated again."""
+    data = params.model_dump()
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            raise ConfigError(f"{source}: unknown key {key}")
+        node[leaf] = value
+    return parse_params(data, source)
+
+
 def flatten(params: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Flatten nested params or metrics to dotted keys (``collect.episodes``)."""
     items = params.model_dump() if isinstance(params, BaseModel) else params

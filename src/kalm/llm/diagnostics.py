@@ -89,14 +89,15 @@ def teacher_forced_metrics(lm, builder: SampleBuilder, tokenizer, episodes: Sequ
     samples = []
     for e in episodes:
         states, actions = normalise(e.observations), e.actions.astype(np.int64)
-        src = COLOURS.index(parse_goal(e.goal).src) if hasattr(parse_goal(e.goal), "src") else -1
+        goal = parse_goal(e.goal)
+        src = COLOURS.index(goal.src) if hasattr(goal, "src") else -1
         samples.append((src, builder.generation(e.instruction, states, actions)))
         samples.append((src, builder.explanation(e.instruction, states, actions)))
     for lo in range(0, len(samples), batch_size):
         part = samples[lo : lo + batch_size]
         batch = {k: v.to(device) for k, v in collate([s for _, s in part], tokenizer.pad_token_id).items()}
-        hits["loss"].append(float(compute_losses(lm, batch)["loss"]))
         hidden = hidden_states(lm, batch)
+        hits["loss"].append(float(compute_losses(lm, batch, hidden)["loss"]))
         logits = numeric_of(lm).action_out(hidden.float()).argmax(-1)
         words = lm.get_output_embeddings()(hidden).float().argmax(-1)
         for row, (src, _) in enumerate(part):

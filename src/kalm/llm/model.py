@@ -206,13 +206,16 @@ def sample_builder(tokenizer: Any) -> SampleBuilder:
     )
 
 
-def compute_losses(lm: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def compute_losses(
+    lm: nn.Module, batch: dict[str, torch.Tensor], hidden: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """0.5 state MSE + 0.5 action CE + token CE (reference/kalm-method.md §4.4), each a mean over its targets.
 
     Returns ``loss`` and the components the batch has targets for. Heads and losses run in fp32 outside
-    autocast; the LM head is applied only where a text label exists (it is 49k wide).
+    autocast; the LM head is applied only where a text label exists (it is 49k wide). ``hidden``: the batch's
+    last hidden states when the caller already has them.
     """
-    hidden = hidden_states(lm, batch)
+    hidden = hidden_states(lm, batch) if hidden is None else hidden
     numeric = numeric_of(lm)
     parts: dict[str, torch.Tensor] = {}
     with torch.autocast(device_type=hidden.device.type, enabled=False):

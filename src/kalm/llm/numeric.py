@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import nn
@@ -114,7 +116,6 @@ class NumericIO(nn.Module):
     ):
         super().__init__()
         self.residual_state = residual_state
-        self.action_interface = action_interface
         self.state_feature_kind = state_features
         self.obs_dim, self.n_actions = obs_dim, n_actions
         features = _feature_dim(obs_dim, state_features)
@@ -172,7 +173,7 @@ class NumericIO(nn.Module):
         return anchor.float() + delta if self.residual_state else delta
 
     @torch.no_grad()
-    def set_displacement(self, states: np.ndarray, actions: np.ndarray) -> None:
+    def set_displacement(self, states: Sequence[np.ndarray], actions: Sequence[np.ndarray]) -> None:
         """Each action's mean change of the normalised state over (T+1, 10) / (T,) training rollouts."""
         if self.displacement is None:
             return

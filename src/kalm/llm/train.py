@@ -98,6 +98,24 @@ class TrainSettings:
     numeric_lr: float | None = None
     head_lr: float | None = None
 
+    @classmethod
+    def from_params(cls, params, output_dir: Path, bf16: bool, use_cpu: bool) -> TrainSettings:
+        """The settings of the `ground` stage's SFT, from validated params."""
+        cfg = params.ground
+        return cls(
+            output_dir=output_dir,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            warmup_ratio=cfg.warmup_ratio,
+            max_grad_norm=cfg.max_grad_norm,
+            bf16=bf16,
+            use_cpu=use_cpu,
+            seed=params.seed,
+            logging_steps=cfg.logging_steps,
+            numeric_lr=cfg.numeric_lr,
+            head_lr=cfg.head_lr,
+        )
+
 
 class LossRecorder(TrainerCallback):
     """Keeps the logged loss curve (for plots/ground_loss.csv and MLflow). Training runs its fixed number of

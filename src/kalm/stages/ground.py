@@ -130,19 +130,7 @@ def run(params: Params) -> dict[str, Any]:
             log_metrics({k: v for k, v in row.items() if k != "step"}, step=int(row["step"]))
 
         with tempfile.TemporaryDirectory(prefix="kalm-trainer-") as scratch:
-            settings = TrainSettings(
-                output_dir=Path(scratch),
-                lr=cfg.lr,
-                weight_decay=cfg.weight_decay,
-                warmup_ratio=cfg.warmup_ratio,
-                max_grad_norm=cfg.max_grad_norm,
-                bf16=bf16,
-                use_cpu=device == "cpu",
-                seed=params.seed,
-                logging_steps=cfg.logging_steps,
-                numeric_lr=cfg.numeric_lr,
-                head_lr=cfg.head_lr,
-            )
+            settings = TrainSettings.from_params(params, Path(scratch), bf16, use_cpu=device == "cpu")
             trainer, recorder = train(lm, tokenizer, batches, settings, on_log=on_log if main else None)
         if not main:
             return metrics
