@@ -19,7 +19,7 @@ import numpy as np
 
 from kalm.env import CLEVRRobotEnv
 from kalm.env.clevr import PUSH_FORCE, PUSH_OFFSET, SUBSTEPS
-from kalm.tasks.goals import PUSH_DIRECTIONS
+from kalm.tasks.world import PUSH_DIRECTIONS
 
 
 def record_pushes(env: CLEVRRobotEnv, actions: np.ndarray) -> list[tuple[np.ndarray, ...]]:

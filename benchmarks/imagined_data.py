@@ -21,7 +21,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from kalm import paths
+from kalm import paths, stats
 from kalm.config import load_params
 from kalm.data import read_episodes
 from kalm.stages import evaluate, imagine, train
@@ -73,7 +73,7 @@ def main() -> None:
                 )
                 folders = sorted((out / "policy").glob("seed*"))
                 seeds = evaluate.seed_results(folders, levels, embedder, params.env.max_episode_steps)
-                row = {**evaluate.summarise({name: seeds}, list(levels))[name], "imagined": len(imagined)}
+                row = {**stats.summarise({name: seeds}, list(levels))[name], "imagined": len(imagined)}
                 results[f"{name} {algo}"] = row
                 print(f"{name} {algo} ({len(imagined)} imagined): {row}", flush=True)
     print("\n| set | algo | imagined | " + " | ".join(levels) + " | novel mean | vs baseline |")

@@ -29,13 +29,12 @@ from kalm import paths
 from kalm.config import load_params
 from kalm.data import Episode, read_episodes
 from kalm.env import CLEVRRobotEnv
+from kalm.env.rollout import play
 from kalm.seeds import seed_stream
 from kalm.stages import evaluate, train
-from kalm.stages.collect import play
 from kalm.tasks import parse_goal
 from kalm.tasks.behaviour import behaviour_action
-
-NOVEL = ("rephrase", "easy", "hard")
+from kalm.tasks.world import NOVEL_LEVELS
 
 
 def oracle_episode(
@@ -51,18 +50,18 @@ def oracle_episode(
             return int(rng.choice([a for a in range(40) if goal.is_success(obs, a, obs)]))
         return behaviour_action(obs, goal, rng, epsilon, policy)
 
-    observations, actions, rewards, terminated, success = play(env, obs, choose)
+    played = play(env, obs, choose)
     return Episode(
         episode_id=imagined.episode_id,
         level=imagined.level,
         source="oracle",
         goal=imagined.goal,
         instruction=imagined.instruction,
-        observations=observations.astype(np.float32),
-        actions=actions,
-        rewards=rewards,
-        success=success,
-        terminated=terminated,
+        observations=played.observations.astype(np.float32),
+        actions=played.actions,
+        rewards=played.rewards,
+        success=played.success,
+        terminated=played.terminated,
         seed=imagined.seed,
     )
 
@@ -73,7 +72,7 @@ def imagined_sets(epsilon: float, policy: str, max_steps: int, seed: int) -> dic
     oracle: list[Episode] = []
     env = CLEVRRobotEnv(max_episode_steps=max_steps)
     rng = seed_stream(seed, "benchmarks.oracle")
-    for level in NOVEL:
+    for level in NOVEL_LEVELS:
         episodes = read_episodes(paths.imagined_episodes(level), made_by="imagine")
         llm.extend(episodes)
         oracle.extend(episodes if level == "hard" else [oracle_episode(env, e, rng, epsilon, policy) for e in episodes])
@@ -95,7 +94,7 @@ def main() -> None:
         **imagined_sets(params.collect.epsilon, params.collect.policy, params.env.max_episode_steps, params.seed),
     }
     for name, episodes in sets.items():
-        by_level = {lv: [e for e in episodes if e.level == lv] for lv in NOVEL}
+        by_level = {lv: [e for e in episodes if e.level == lv] for lv in NOVEL_LEVELS}
         print(f"{name}: imagined success " + ", ".join(f"{lv} {np.mean([e.success for e in es] or [0]):.3f}"
                                                        for lv, es in by_level.items()))  # fmt: skip
     levels = evaluate.level_episodes(params)
@@ -112,7 +111,7 @@ def main() -> None:
                 folders = sorted((out / "policy").glob("seed*"))
                 per_seed = evaluate.seed_results(folders, levels, embedder, params.env.max_episode_steps).values()
                 row = {level: float(np.mean([s[level] for s in per_seed])) for level in levels}
-                row["novel_mean"] = float(np.mean([row[level] for level in NOVEL]))
+                row["novel_mean"] = float(np.mean([row[level] for level in NOVEL_LEVELS]))
                 table[f"{name} {algo}"] = row
                 print(f"{name:>12} {algo}: " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
     print("\nnovel_mean relative to the baseline of the same algo:")

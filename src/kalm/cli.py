@@ -12,8 +12,10 @@ from typing import Annotated
 
 import typer
 
+from kalm import paths
 from kalm.config import ConfigError, Params, load_params
 from kalm.preflight import preflight
+from kalm.tasks.world import LEVELS
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -138,18 +140,8 @@ def imagine(params: ParamsOption = Path("params.yaml")) -> None:
     typer.echo(f"imagine: match rate {rates}")
 
 
-class Variant(StrEnum):
-    """Training data: offline episodes only, or offline + imagined."""
-
-    baseline = "baseline"
-    kalm = "kalm"
-
-
-class Algo(StrEnum):
-    """Offline RL algorithm."""
-
-    bc = "bc"
-    cql = "cql"
+Variant = StrEnum("Variant", {v: v for v in paths.VARIANTS})  # offline episodes only, or offline + imagined
+Algo = StrEnum("Algo", {a: a for a in paths.ALGOS})  # offline RL algorithm
 
 
 @app.command("train")
@@ -210,7 +202,7 @@ def evaluate(
             typer.echo("error: --out needs at least one --suite", err=True)
             raise typer.Exit(code=2)
         metrics = _run("evaluate", loaded)
-        levels = ("train", "rephrase", "easy", "hard", "novel_mean")
+        levels = (*LEVELS, "novel_mean")
         policies = {k: v for k, v in metrics.items() if k not in ("episodes", "behaviour")}
         typer.echo(_table({k: {lv: v[lv] for lv in levels} for k, v in policies.items()}))
         behaviour = metrics["behaviour"]

@@ -12,6 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+MIXES = ("uniform", "balanced")  # how the kalm variant mixes real and imagined transitions (kalm.rl.dataset)
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -123,7 +125,7 @@ class TrainConfig(_Section):
     seeds: int = Field(gt=0, le=100, description="Policies per variant x algo, each with its own seed.")
     steps: int = Field(gt=0, description="Gradient steps per policy (paper: 500,000).")
     steps_per_epoch: int = Field(gt=0, description="Steps between two points of the learning curves.")
-    mix: Literal["uniform", "balanced"] = Field(
+    mix: Literal[MIXES] = Field(
         description="kalm variant: uniform over all transitions, or a fixed imagined share of each batch."
     )
     imagined_share: float = Field(

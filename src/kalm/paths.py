@@ -2,10 +2,11 @@
 
 from pathlib import Path
 
+from kalm.tasks.world import NOVEL_LEVELS as NOVEL_LEVELS  # the imagined levels: data/imagined/<level>.parquet
+
 DATA = Path("data")
 OFFLINE_EPISODES = DATA / "offline" / "episodes.parquet"
 IMAGINED = DATA / "imagined"
-NOVEL_LEVELS = ("rephrase", "easy", "hard")
 
 
 def imagined_episodes(level: str) -> Path:

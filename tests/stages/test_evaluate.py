@@ -12,11 +12,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from kalm import paths
+from kalm import paths, stats
 from kalm.cli import app
 from kalm.config import Params, parse_params
 from kalm.stages import evaluate, train
-from kalm.tasks.goals import COLOURS, PUSH_DIRECTIONS, parse_goal
+from kalm.tasks.goals import parse_goal
+from kalm.tasks.world import COLOURS, PUSH_DIRECTIONS
 from tests.conftest import tiny_params_dict
 from tests.stages.test_train import imagined_from
 
@@ -134,8 +135,8 @@ def test_evaluation_episodes_are_rendered_as_strips(policies: None, short: Param
 
 
 def test_wilson_interval() -> None:
-    assert evaluate.wilson(0, 10)[0] == 0.0 and evaluate.wilson(10, 10)[1] == 1.0
-    lo, hi = evaluate.wilson(50, 100)
+    assert stats.wilson(0, 10)[0] == 0.0 and stats.wilson(10, 10)[1] == 1.0
+    lo, hi = stats.wilson(50, 100)
     assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
 
 

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 
 from kalm.data.atomic import atomic_path
 from kalm.data.errors import InputFileError
+from kalm.tasks.world import OBS_DIM
 
-OBS_DIM = 10
 SOURCES = ("real", "imagined")
 SCHEMA = pa.schema(
     [

@@ -9,7 +9,8 @@ import mujoco
 import numpy as np
 
 from kalm.env.scene import BALL_Z, CAMERA, N_BALLS, sample_positions, scene_xml
-from kalm.tasks.goals import N_ACTIONS, PUSH_DIRECTIONS, PUSH_OFFSET, Goal, parse_goal
+from kalm.tasks.goals import Goal, parse_goal
+from kalm.tasks.world import N_ACTIONS, PUSH_DIRECTIONS, PUSH_OFFSET
 
 PUSH_FORCE = 1.0
 SUBSTEPS = 40  # 2 * frame_skip of the original

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kalm.tasks.goals import BALL_RADIUS, COLOURS
+from kalm.tasks.world import BALL_RADIUS, COLOURS
 
 N_BALLS = len(COLOURS)
 BALL_Z = -0.325 + BALL_RADIUS  # centre height of a ball resting on the table plane (before the contact margin)

@@ -62,9 +62,10 @@ def tiny_corpus() -> list[str]:
     """The texts the tiny tokenizer is trained on: the project's instruction language and prompts."""
     from kalm.llm import prompts
     from kalm.tasks import shipped_suite, training_goals, training_instructions
+    from kalm.tasks.world import NOVEL_LEVELS
 
     texts = [t for goal in training_goals() for t in training_instructions(goal)]
-    for level in ("rephrase", "easy", "hard"):
+    for level in NOVEL_LEVELS:
         texts.extend(template.text for template in shipped_suite(level).templates)
     texts.extend(
         [

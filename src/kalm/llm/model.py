@@ -17,7 +17,7 @@ from torch import nn
 
 from kalm.llm.numeric import NumericIO, anchor_states, latest_actions
 from kalm.llm.prompts import ACTION_TOKEN, STATE, STATE_TOKEN, SampleBuilder
-from kalm.tasks.goals import COLOURS, PUSH_WORDS
+from kalm.tasks.world import COLOURS, PUSH_WORDS
 
 NUMERIC = "kalm_numeric"
 META_FILE = "kalm.json"

@@ -8,12 +8,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from kalm.tasks.goals import N_ACTIONS
+from kalm.tasks.world import N_ACTIONS, OBS_DIM, WALLS_HIGH, WALLS_LOW
 
-OBS_DIM = 10
-# The workbench: walls at x = +-0.6 and y = -0.3 / 0.7 (reference/clevr-robot.md §1); states map to [-1, 1].
-_CENTRE = np.tile(np.array([0.0, 0.2], dtype=np.float32), OBS_DIM // 2)
-_HALF = np.tile(np.array([0.6, 0.5], dtype=np.float32), OBS_DIM // 2)
+# States map to [-1, 1] between the wall planes.
+_CENTRE = np.tile((np.array(WALLS_HIGH) + np.array(WALLS_LOW)) / 2, OBS_DIM // 2).astype(np.float32)
+_HALF = np.tile((np.array(WALLS_HIGH) - np.array(WALLS_LOW)) / 2, OBS_DIM // 2).astype(np.float32)
 
 
 def normalise(states: np.ndarray) -> np.ndarray:

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from kalm.data.errors import InputFileError
-from kalm.tasks.goals import N_ACTIONS
+from kalm.paths import ALGOS
+from kalm.tasks.world import N_ACTIONS
 
-ALGOS = ("bc", "cql")
 WEIGHTS_FILE = "policy.safetensors"
 CONFIG_FILE = "policy.json"
 FORMAT_VERSION = 1

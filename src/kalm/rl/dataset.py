@@ -14,11 +14,11 @@ import d3rlpy
 import numpy as np
 from d3rlpy.dataset import InfiniteBuffer, ReplayBuffer, TransitionMiniBatch
 
+from kalm.config import MIXES
 from kalm.data import Episode
-from kalm.tasks.goals import N_ACTIONS
+from kalm.tasks.world import N_ACTIONS, OBS_DIM
 
-STATE_DIM = 10
-MIXES = ("uniform", "balanced")
+STATE_DIM = OBS_DIM  # the state part of a policy observation; the goal embedding follows
 
 
 def goal_observations(states: np.ndarray, embedding: np.ndarray) -> np.ndarray:

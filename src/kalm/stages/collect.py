@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from kalm import paths
 from kalm.config import Params
 from kalm.data import Episode, write_episodes, write_json
 from kalm.env import CLEVRRobotEnv
+from kalm.env.rollout import play
 from kalm.seeds import seeds_of
 from kalm.tasks import DIRECTIONS, RelationGoal, parse_goal, training_goals, training_instructions
 from kalm.tasks.behaviour import behaviour_action
@@ -32,31 +32,6 @@ log = logging.getLogger(__name__)
 def episode_seeds(seed: int, n: int) -> list[int]:
     """Independent per-episode seeds derived from the one params seed."""
     return seeds_of(seed, "collect.episodes", n)
-
-
-def play(
-    env: CLEVRRobotEnv, obs: np.ndarray, choose: Callable[[np.ndarray], int]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, bool]:
-    """Step ``env`` from its reset observation ``obs`` with ``choose(obs) -> action`` until the episode ends.
-
-    Returns observations (T + 1, 10), actions (T,) int16, rewards (T,) float32, terminated and success.
-    """
-    observations, actions, rewards = [obs], [], []
-    while True:
-        action = choose(obs)
-        obs, reward, terminated, truncated, info = env.step(action)
-        observations.append(obs)
-        actions.append(action)
-        rewards.append(reward)
-        if terminated or truncated:
-            break
-    return (
-        np.stack(observations),
-        np.asarray(actions, dtype=np.int16),
-        np.asarray(rewards, dtype=np.float32),
-        bool(terminated),
-        bool(info["is_success"]),
-    )
 
 
 def rollout(
@@ -73,9 +48,7 @@ def rollout(
     obs, _ = env.reset(seed=seed, options={"goal": goal.to_spec()})
     while goal.holds(obs):  # the original samples only goals that are false at reset
         obs, _ = env.reset(options={"goal": goal.to_spec()})
-    observations, actions, rewards, terminated, success = play(
-        env, obs, lambda o: behaviour_action(o, goal, rng, epsilon, policy)
-    )
+    played = play(env, obs, lambda o: behaviour_action(o, goal, rng, epsilon, policy))
     return Episode(
         episode_id=episode_id,
         level="train",
@@ -83,11 +56,11 @@ def rollout(
         goal=goal.to_json(),
         instruction=instructions[int(rng.integers(len(instructions)))],
         instructions=instructions,
-        observations=observations,
-        actions=actions,
-        rewards=rewards,
-        success=success,
-        terminated=terminated,
+        observations=played.observations,
+        actions=played.actions,
+        rewards=played.rewards,
+        success=played.success,
+        terminated=played.terminated,
         seed=seed,
     )
 

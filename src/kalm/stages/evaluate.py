@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,9 @@ import numpy as np
 from kalm import paths
 from kalm.config import Params
 from kalm.data import atomic_path, write_json
+from kalm.figures import bar_chart, save_strip
 from kalm.seeds import seed_stream
+from kalm.stats import summarise, wilson
 from kalm.tasks import (
     LEVELS,
     RelationGoal,
@@ -41,7 +42,6 @@ from kalm.tracking import log_artifact, log_metrics, stage_run
 
 STAGE = "evaluate"
 log = logging.getLogger(__name__)
-NOVEL = ("rephrase", "easy", "hard")
 CHUNK = 128  # environments stepped together
 STRIP_FRAMES = 8
 RENDER_SIZE = 160
@@ -126,40 +126,24 @@ def behaviour_chooser(policy: str) -> Chooser:
 def rollout_success(choose: Chooser, episodes: Sequence[EvalEpisode], max_steps: int) -> np.ndarray:
     """Success (bool per episode), stepping up to ``CHUNK`` environments with one ``choose`` call per step."""
     from kalm.env import CLEVRRobotEnv
+    from kalm.env.rollout import play_batch
 
     envs = [CLEVRRobotEnv(max_episode_steps=max_steps) for _ in range(min(CHUNK, len(episodes)))]
-    success = np.zeros(len(episodes), dtype=bool)
+    success = []
     for start in range(0, len(episodes), CHUNK):
         chunk = episodes[start : start + CHUNK]
-        states = np.stack(
-            [
-                env.reset(options={"goal": e.goal, "positions": e.positions})[0]
-                for env, e in zip(envs, chunk, strict=False)
-            ]
-        )
-        active = np.ones(len(chunk), dtype=bool)
-        while active.any():
-            idx = np.flatnonzero(active)
-            actions = choose(states[idx], [chunk[i] for i in idx])
-            for i, action in zip(idx, actions, strict=True):
-                obs, _, terminated, truncated, info = envs[i].step(int(action))
-                states[i] = obs
-                if terminated or truncated:
-                    active[i] = False
-                    success[start + i] = bool(info["is_success"])
+        starts = [
+            env.reset(options={"goal": e.goal, "positions": e.positions})[0]
+            for env, e in zip(envs, chunk, strict=False)
+        ]
+
+        def choose_rows(states: np.ndarray, rows: np.ndarray, chunk=chunk) -> np.ndarray:
+            return choose(states, [chunk[i] for i in rows])
+
+        success.append(play_batch(envs[: len(chunk)], np.stack(starts), choose_rows))
     for env in envs:
         env.close()
-    return success
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> list[float]:
-    """The Wilson score 95 % interval of a success rate."""
-    if n == 0:
-        return [0.0, 1.0]
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+    return np.concatenate(success) if success else np.zeros(0, dtype=bool)
 
 
 def policy_seeds(variant: str, algo: str) -> list[Path]:
@@ -227,7 +211,7 @@ def evaluate_policies(
             for level, episodes in levels.items():
                 for i, episode in enumerate(episodes[: params.evaluate.render]):
                     out = render_dir / name / f"{level}-{i}.png"
-                    render_strip(algo, episode, embeddings, steps, out, f"{name} · {level}")
+                    render_episode(algo, episode, embeddings[episode.instruction], steps, out, f"{name} · {level}")
     return results
 
 
@@ -248,82 +232,20 @@ def evaluate_behaviour(params: Params, levels: dict[str, list[EvalEpisode]]) -> 
     }
 
 
-def summarise(results: dict[str, dict[str, dict[str, np.ndarray]]], levels: Sequence[str]) -> dict[str, Any]:
-    """Mean over seeds per level, novel mean, Wilson 95 % intervals on the pooled episodes, per-seed numbers."""
-    summary: dict[str, Any] = {}
-    for name, seeds in results.items():
-        entry: dict[str, Any] = {}
-        for level in levels:
-            entry[level] = round(float(np.mean([s[level].mean() for s in seeds.values()])), 4)
-        novel = [lv for lv in NOVEL if lv in levels]
-        if novel:
-            entry["novel_mean"] = round(float(np.mean([entry[lv] for lv in novel])), 4)
-        pooled = {lv: np.concatenate([s[lv] for s in seeds.values()]) for lv in levels}
-        entry["ci95"] = {lv: wilson(int(p.sum()), len(p)) for lv, p in pooled.items()}
-        entry["seeds"] = {seed: {lv: round(float(s[lv].mean()), 4) for lv in levels} for seed, s in seeds.items()}
-        summary[name] = entry
-    return summary
-
-
-def render_strip(
-    algo: Any, episode: EvalEpisode, embeddings: dict[str, np.ndarray], max_steps: int, out: Path, title: str
+def render_episode(
+    algo: Any, episode: EvalEpisode, embedding: np.ndarray, max_steps: int, out: Path, title: str
 ) -> None:
-    """Roll out one episode with rendering and save up to ``STRIP_FRAMES`` evenly spaced frames as a PNG strip."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Roll out one episode with rendering and save its strip."""
     from kalm.env import CLEVRRobotEnv
+    from kalm.env.rollout import play
     from kalm.rl.algos import greedy_actions
 
     env = CLEVRRobotEnv(render_mode="rgb_array", max_episode_steps=max_steps, width=RENDER_SIZE, height=RENDER_SIZE)
     obs, _ = env.reset(options={"goal": episode.goal, "positions": episode.positions})
-    goal = embeddings[episode.instruction]
-    frames, success = [env.render()], False
-    while True:
-        action = int(greedy_actions(algo, np.concatenate([obs, goal])[None])[0])
-        obs, _, terminated, truncated, info = env.step(action)
-        frames.append(env.render())
-        if terminated or truncated:
-            success = bool(info["is_success"])
-            break
+    rollout = play(env, obs, lambda o: int(greedy_actions(algo, np.concatenate([o, embedding])[None])[0]), render=True)
     env.close()
-    picks = sorted(set(np.linspace(0, len(frames) - 1, min(STRIP_FRAMES, len(frames))).round().astype(int)))
-    fig, axes = plt.subplots(1, len(picks), figsize=(1.8 * len(picks), 2.3), squeeze=False)
-    for ax, t in zip(axes[0], picks, strict=True):
-        ax.imshow(frames[t])
-        ax.set_title(f"t={t}", fontsize=8)
-        ax.axis("off")
-    fig.suptitle(f"{title}: “{episode.instruction}” — {'success' if success else 'failure'}", fontsize=8)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-
-
-def bar_chart(summary: dict[str, Any], levels: Sequence[str], out: Path) -> None:
-    """Success per level per policy with 95 % intervals (the paper's Fig. 4 layout)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(summary)
-    width = 0.8 / max(1, len(names))
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    x = np.arange(len(levels))
-    for j, name in enumerate(names):
-        values = [summary[name][lv] for lv in levels]
-        lo = [summary[name][lv] - summary[name]["ci95"][lv][0] for lv in levels]
-        hi = [summary[name]["ci95"][lv][1] - summary[name][lv] for lv in levels]
-        ax.bar(x + (j - (len(names) - 1) / 2) * width, values, width, yerr=[lo, hi], capsize=2, label=name)
-    ax.set_xticks(x, levels)
-    ax.set_ylabel("success rate")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8, ncol=len(names))
-    ax.set_title("Success per level (mean over seeds, 95 % Wilson interval)", fontsize=9)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    outcome = "success" if rollout.success else "failure"
+    save_strip(rollout.frames, f"{title}: “{episode.instruction}” — {outcome}", out, STRIP_FRAMES)
 
 
 def write_success_csv(summary: dict[str, Any], levels: Sequence[str], out: Path) -> None:

@@ -23,17 +23,14 @@ from kalm import paths
 from kalm.config import Params
 from kalm.data import Episode, atomic_path, read_episodes, write_episodes, write_json
 from kalm.env import CLEVRRobotEnv
+from kalm.env.rollout import play, render_states
 from kalm.seeds import seed_stream, seeds_of
 from kalm.tasks import Goal, parse_goal, shipped_suite
+from kalm.tasks.world import WALLS_HIGH, WALLS_LOW
 from kalm.tracking import log_artifact, log_metrics, stage_run
 
 STAGE = "imagine"
 log = logging.getLogger(__name__)
-# The workbench: a ball centre beyond a wall plane (x = +-0.6, y = -0.3 / 0.7; reference/clevr-robot.md §1) is off
-# it. Real scenes can start with a ball pressed into a wall (inside the planes but outside the usable area), so
-# the usable area itself would flag every model that copies such an s_0.
-WORKBENCH_LOW = (-0.6, -0.3)
-WORKBENCH_HIGH = (0.6, 0.7)
 
 
 def imagination_tasks(params: Params, level: str, n: int) -> list[tuple[str, dict[str, Any]]]:
@@ -82,7 +79,9 @@ def ball_steps(states: np.ndarray) -> np.ndarray:
 def out_of_workbench(states: np.ndarray) -> np.ndarray:
     """Per transition, whether its next state puts a ball centre off the workbench (beyond a wall) ((T,) bool)."""
     balls = np.asarray(states[1:], dtype=np.float64).reshape(len(states) - 1, -1, 2)
-    return np.any((balls < WORKBENCH_LOW) | (balls > WORKBENCH_HIGH), axis=(1, 2))
+    # A ball centre beyond a wall plane is off the workbench. Real scenes can start with a ball pressed into a wall
+    # (inside the planes but outside the usable area), so the usable area would flag every model that copies s_0.
+    return np.any((balls < WALLS_LOW) | (balls > WALLS_HIGH), axis=(1, 2))
 
 
 def exceeds_dynamics(states: np.ndarray, limit: float) -> np.ndarray:
@@ -92,24 +91,9 @@ def exceeds_dynamics(states: np.ndarray, limit: float) -> np.ndarray:
 
 def replay_succeeds(env: CLEVRRobotEnv, goal: Goal, initial: np.ndarray, actions: np.ndarray) -> bool:
     """Whether the generated actions, replayed in the real env from the same s_0, reach the goal."""
-    env.reset(options={"positions": np.asarray(initial).reshape(-1, 2), "goal": goal.to_spec()})
-    for action in actions:
-        _, _, terminated, _, info = env.step(int(action))
-        if info["is_success"]:
-            return True
-        if terminated:
-            return False
-    return False
-
-
-def render_strip(env: CLEVRRobotEnv, states: np.ndarray, max_frames: int = 8) -> np.ndarray:
-    """The generated states drawn in the real scene, side by side (uint8, H x (frames * W) x 3)."""
-    picks = np.unique(np.linspace(0, len(states) - 1, min(max_frames, len(states))).round().astype(int))
-    frames = []
-    for t in picks:
-        env.reset(options={"positions": np.clip(states[t], -0.9, 0.9).reshape(-1, 2)})
-        frames.append(env.render())
-    return np.concatenate(frames, axis=1)
+    obs, _ = env.reset(options={"positions": np.asarray(initial).reshape(-1, 2), "goal": goal.to_spec()})
+    queue = iter(actions)
+    return play(env, obs, lambda _: int(next(queue)), max_actions=len(actions)).success
 
 
 def imagine_level(
@@ -221,7 +205,7 @@ def run(params: Params) -> dict[str, Any]:
             write_episodes(paths.imagined_episodes(level), keep)
             metrics["levels"][level] = {k: round(v, 5) if isinstance(v, float) else v for k, v in level_out.items()}
             for i, episode in enumerate(episodes[: params.imagine.render]):
-                strips[f"{level}_{i}"] = render_strip(env, episode.observations)
+                strips[f"{level}_{i}"] = render_states(env, episode.observations)
             log.info("imagine %s: %s", level, metrics["levels"][level])
         env.close()
         with atomic_path(paths.IMAGINE_REPORTS) as tmp:

@@ -22,19 +22,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from kalm.tasks.goals import (
-    AREA_HIGH,
-    AREA_LOW,
-    BALL_RADIUS,
-    COLOURS,
-    N_ACTIONS,
-    PUSH_DIRECTIONS,
-    PUSH_OFFSET,
-    TARGET_OFFSET,
-    UNIT,
-    RelationGoal,
-    relation_holds_batch,
-)
+from kalm.tasks.goals import TARGET_OFFSET, RelationGoal, relation_holds_batch
+from kalm.tasks.world import AREA_HIGH, AREA_LOW, BALL_RADIUS, COLOURS, N_ACTIONS, PUSH_DIRECTIONS, PUSH_OFFSET, UNIT
 
 _N_BALLS = len(COLOURS)
 _UNIT_PUSHES = PUSH_DIRECTIONS / np.linalg.norm(PUSH_DIRECTIONS, axis=1, keepdims=True)

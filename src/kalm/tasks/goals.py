@@ -15,25 +15,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-COLOURS: tuple[str, ...] = ("red", "blue", "green", "purple", "cyan")
-DIRECTIONS: tuple[str, ...] = ("behind", "left", "front", "right")  # KALM direction ids 0..3
-UNIT: dict[str, tuple[float, float]] = {
-    "behind": (0.0, 1.0),
-    "left": (-1.0, 0.0),
-    "front": (0.0, -1.0),
-    "right": (1.0, 0.0),
-}
-# Push directions of the "perfect" action a = ball * 8 + k (reference/clevr-robot.md §6).
-PUSH_DIRECTIONS = np.array(
-    [(1, 0), (0, 1), (-1, 0), (0, -1), (0.8, 0.8), (-0.8, 0.8), (0.8, -0.8), (-0.8, -0.8)], dtype=np.float64
-)
-# The same eight directions in words, for the LM's word action interface (a diagonal is its two words).
-PUSH_WORDS: tuple[tuple[str, ...], ...] = (
-    ("right",), ("behind",), ("left",), ("front",),
-    ("behind", "right"), ("behind", "left"), ("front", "right"), ("front", "left"),
-)  # fmt: skip
-N_ACTIONS = 40
-PUSH_OFFSET = 0.15  # the pusher starts at ball - 0.15 * d (d not normalised) before a push
+from kalm.tasks.world import AREA_HIGH, AREA_LOW, BALL_RADIUS, COLOURS, DIRECTIONS, UNIT
+
 # Push-direction numbers (a % 8) that count as a one-step move in each direction (KALM step_level_a).
 MOVE_PUSHES: dict[str, frozenset[int]] = {
     "behind": frozenset({1, 4, 5}),
@@ -46,14 +29,12 @@ SECTORS: dict[str, tuple[float, float]] = {  # angle of (src - dst) in degrees, 
     "left": (135.0, 225.0),
     "front": (225.0, 315.0),
 }
-BALL_RADIUS = 0.13
 RELATION_MAX_DIST = 0.39 + 1e-3  # surface gap < one radius
 TARGET_OFFSET = 0.195  # reward target: half the success radius beyond the reference ball
 LINE_UP_MIN_COS = math.cos(math.radians(30.0))
 GATHER_RADIUS = 0.325  # 2.5 radii
 SUCCESS_REWARD = 100.0
 SHAPING_SCALE = 10.0
-LEVELS: tuple[str, ...] = ("train", "rephrase", "easy", "hard")
 
 
 def ball_xy(obs: np.ndarray, colour: str) -> np.ndarray:
@@ -86,8 +67,6 @@ def relation_holds(obs: np.ndarray, src: str, dst: str, direction: str) -> bool:
 # physically possible state (contacts let balls overlap by millimetres, not centimetres).
 PLAUSIBLE_MARGIN = 0.05
 PLAUSIBLE_MIN_DIST = 2 * BALL_RADIUS - 0.05
-AREA_LOW = (-0.47, -0.17)
-AREA_HIGH = (0.47, 0.57)
 
 
 def is_plausible(obs: np.ndarray) -> bool:

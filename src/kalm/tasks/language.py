@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from kalm.tasks.goals import COLOURS, RelationGoal
+from kalm.tasks.goals import RelationGoal
+from kalm.tasks.world import COLOURS
 
 # Relation phrasings per direction, in the sample data's order (reference/clevr-robot.md §11.2).
 RELATION_PHRASES: dict[str, tuple[str, str, str]] = {

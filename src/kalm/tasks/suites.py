@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from kalm.tasks.goals import COLOURS, LEVELS, parse_goal
+from kalm.tasks.goals import parse_goal
+from kalm.tasks.world import COLOURS, LEVELS, NOVEL_LEVELS
 
-SHIPPED_LEVELS: tuple[str, ...] = ("rephrase", "easy", "hard")
+SHIPPED_LEVELS = NOVEL_LEVELS  # one shipped suite per novel level
 _VARIABLE = re.compile(r"\{([^{}]*)\}")
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")
 
