@@ -7,7 +7,7 @@ The numeric modules live on the LM as the submodule ``kalm_numeric`` so that PEF
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,11 @@ class ModelSpec:
             state_features=cfg.state_features,
             action_displacement=cfg.action_displacement,
         )
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any], base_dir: str) -> ModelSpec:
+        """The spec a saved model's kalm.json records (fields it predates take their defaults)."""
+        return cls(base_dir, **{f.name: meta.get(f.name, f.default) for f in fields(cls) if f.name != "base_dir"})
 
 
 def backbone_of(lm: nn.Module) -> nn.Module:
@@ -270,15 +275,7 @@ def save_grounded(lm: nn.Module, tokenizer: Any, out_dir: Path, spec: ModelSpec,
         "obs_dim": numeric_of(lm).obs_dim,
         "n_actions": numeric_of(lm).n_actions,
         "base_model": spec.base_dir,
-        "num_layers": spec.num_layers,
-        "finetune": spec.finetune,
-        "lora_rank": spec.lora_rank,
-        "lora_alpha": spec.lora_alpha,
-        "lora_targets": spec.lora_targets,
-        "residual_state": spec.residual_state,
-        "action_interface": spec.action_interface,
-        "state_features": spec.state_features,
-        "action_displacement": spec.action_displacement,
+        **{f.name: getattr(spec, f.name) for f in fields(spec) if f.name != "base_dir"},
         "prompt_version": PROMPT_VERSION,
         "state_token": STATE_TOKEN,
         "action_token": ACTION_TOKEN,
@@ -300,18 +297,7 @@ def load_grounded(model_dir: str | Path, base_dir: str | Path | None = None, dty
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path}: missing (made by `python cli.py ground`)")
     meta = json.loads(meta_path.read_text())
-    spec = ModelSpec(
-        base_dir=str(base_dir or meta["base_model"]),
-        num_layers=meta["num_layers"],
-        finetune=meta["finetune"],
-        lora_rank=meta["lora_rank"],
-        lora_alpha=meta["lora_alpha"],
-        lora_targets=meta["lora_targets"],
-        residual_state=meta["residual_state"],
-        action_interface=meta.get("action_interface", "table"),
-        state_features=meta.get("state_features", "linear"),
-        action_displacement=meta.get("action_displacement", False),
-    )
+    spec = ModelSpec.from_meta(meta, str(base_dir or meta["base_model"]))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if spec.finetune == "lora":
         from peft import PeftModel

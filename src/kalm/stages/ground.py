@@ -80,74 +80,106 @@ def write_loss_curve(rows: list[dict[str, float]], path: Path) -> None:
 
 def run(params: Params) -> dict[str, Any]:
     """Fine-tune the base model on the offline episodes; write the grounded model, metrics and loss curve."""
-    import torch
-    from accelerate import PartialState
-    from transformers import set_seed
+    from kalm.llm.model import sample_builder
 
-    from kalm.llm.batches import episode_samples, make_batches
-    from kalm.llm.device import resolve_bf16, resolve_device
-    from kalm.llm.model import ModelSpec, build_trainable, sample_builder, save_grounded
-    from kalm.llm.train import TrainSettings, train
-
-    cfg = params.ground
-    device = resolve_device(params.llm.device)
-    state = PartialState(cpu=device == "cpu")  # under `accelerate launch`: rank 0 alone tracks and writes
-    main = state.is_main_process
-    log.info("ground: process %d of %d (%s)", state.process_index + 1, state.num_processes, state.distributed_type)
-    bf16 = resolve_bf16(cfg.precision, device)
-    episodes = read_episodes(paths.OFFLINE_EPISODES, made_by="collect")
-    if not (paths.BASE_MODEL / "config.json").is_file():
-        raise FileNotFoundError(f"{paths.BASE_MODEL}: missing (made by `python cli.py base_model`)")
-    train_eps, held = split_episodes(episodes, cfg.heldout_fraction, params.seed)
-    if cfg.episodes:
-        train_eps = train_eps[: cfg.episodes]
-
-    set_seed(params.seed)
-    spec = ModelSpec.from_params(params, str(paths.BASE_MODEL))
-    # LoRA keeps the frozen base in bf16 where bf16 is native (fastest on CPU); full fine-tuning keeps fp32 masters.
-    dtype = torch.bfloat16 if bf16 and cfg.finetune == "lora" else torch.float32
-    lm, tokenizer = build_trainable(spec, dtype, params.seed, train_eps)
-    lm.to(device)
+    device, bf16, main = processes(params)
+    train_eps, held = training_split(params)
+    spec, lm, tokenizer = build_model(params, train_eps, device, bf16)
     builder = sample_builder(tokenizer)
-    rng = seed_stream(params.seed, "ground.samples")
-    samples = [s for _ in range(cfg.epochs) for e in train_eps for s in episode_samples(builder, e, rng)]
-    batches = make_batches(samples, cfg.batch_size, tokenizer.pad_token_id, rng)
-
-    run_ctx = stage_run(STAGE, params, sections=("llm", "ground")) if main else contextlib.nullcontext()
-    with run_ctx:
-        metrics: dict[str, Any] = {
-            "train_episodes": len(train_eps),
-            "heldout_episodes": len(held),
-            "samples": len(samples),
-            "steps": len(batches),
-        }
-        if main:
-            before = diagnostics(lm, tokenizer, builder, held, params, bf16)
-            metrics["untrained"] = {k: v for k, v in before.items() if k != "dynamics_mse_copy_baseline"}
+    samples, batches = training_batches(params, builder, train_eps, tokenizer.pad_token_id)
+    metrics: dict[str, Any] = {
+        "train_episodes": len(train_eps),
+        "heldout_episodes": len(held),
+        "samples": len(samples),
+        "steps": len(batches),
+    }
+    if not main:  # under `accelerate launch` the other ranks train beside rank 0 and write nothing
+        fine_tune(lm, tokenizer, batches, params, device, bf16, on_log=None)
+        return metrics
+    with stage_run(STAGE, params, sections=("llm", "ground")):
+        before = diagnostics(lm, tokenizer, builder, held, params, bf16)
+        metrics["untrained"] = {k: v for k, v in before.items() if k != "dynamics_mse_copy_baseline"}
         start = time.monotonic()
-
-        def on_log(row: dict[str, float]) -> None:
-            log_metrics({k: v for k, v in row.items() if k != "step"}, step=int(row["step"]))
-
-        with tempfile.TemporaryDirectory(prefix="kalm-trainer-") as scratch:
-            settings = TrainSettings.from_params(params, Path(scratch), bf16, use_cpu=device == "cpu")
-            trainer, recorder = train(lm, tokenizer, batches, settings, on_log=on_log if main else None)
-        if not main:
-            return metrics
+        trainer, recorder = fine_tune(lm, tokenizer, batches, params, device, bf16, on_log=log_step)
         train_seconds = time.monotonic() - start
-        lm = trainer.model
-        metrics.update(diagnostics(lm, tokenizer, builder, held, params, bf16))
+        metrics.update(diagnostics(trainer.model, tokenizer, builder, held, params, bf16))
         metrics["steps_done"] = int(trainer.state.global_step)
         metrics["final_loss"] = (
             round(float(np.mean([r["loss"] for r in recorder.rows[-5:]])), 5) if recorder.rows else None
         )
-        with atomic_path(paths.GROUNDED_MODEL) as tmp:
-            extra = {"backbone": params.llm.backbone, "bf16": bf16, "seed": params.seed}
-            save_grounded(lm, tokenizer, tmp, spec, extra)
-        write_loss_curve(recorder.rows, paths.GROUND_LOSS)
-        write_json(paths.metrics_file(STAGE), metrics)
-        log_metrics(metrics)
+        save_outputs(trainer.model, tokenizer, spec, recorder.rows, metrics, params, bf16)
         samples_done = len(samples) * metrics["steps_done"] / max(len(batches), 1)
         log_metrics({"train_seconds": train_seconds, "samples_per_second": samples_done / train_seconds})
     log.info("ground: %s", metrics)
     return metrics
+
+
+def processes(params: Params) -> tuple[str, bool, bool]:
+    """(device, bf16, whether this is the main process); under `accelerate launch` rank 0 alone tracks and writes."""
+    from accelerate import PartialState
+
+    from kalm.llm.device import resolve_bf16, resolve_device
+
+    device = resolve_device(params.llm.device)
+    state = PartialState(cpu=device == "cpu")
+    log.info("ground: process %d of %d (%s)", state.process_index + 1, state.num_processes, state.distributed_type)
+    return device, resolve_bf16(params.ground.precision, device), state.is_main_process
+
+
+def training_split(params: Params) -> tuple[list[Episode], list[Episode]]:
+    """The first ``ground.episodes`` training episodes and the held-out episodes of the offline data."""
+    episodes = read_episodes(paths.OFFLINE_EPISODES, made_by="collect")
+    if not (paths.BASE_MODEL / "config.json").is_file():
+        raise FileNotFoundError(f"{paths.BASE_MODEL}: missing (made by `python cli.py base_model`)")
+    train_eps, held = split_episodes(episodes, params.ground.heldout_fraction, params.seed)
+    return (train_eps[: params.ground.episodes] if params.ground.episodes else train_eps), held
+
+
+def build_model(params: Params, train_eps: list[Episode], device: str, bf16: bool):
+    """(spec, model to fine-tune on ``device``, tokenizer), seeded by ``params.seed``."""
+    import torch
+    from transformers import set_seed
+
+    from kalm.llm.model import ModelSpec, build_trainable
+
+    set_seed(params.seed)
+    spec = ModelSpec.from_params(params, str(paths.BASE_MODEL))
+    # LoRA keeps the frozen base in bf16 where bf16 is native (fastest on CPU); full fine-tuning keeps fp32 masters.
+    dtype = torch.bfloat16 if bf16 and params.ground.finetune == "lora" else torch.float32
+    lm, tokenizer = build_trainable(spec, dtype, params.seed, train_eps)
+    return spec, lm.to(device), tokenizer
+
+
+def training_batches(params: Params, builder, train_eps: list[Episode], pad_id: int) -> tuple[list, list]:
+    """Every epoch's samples (phrasings and transitions re-drawn) and their mixed-pattern batches."""
+    from kalm.llm.batches import episode_samples, make_batches
+
+    rng = seed_stream(params.seed, "ground.samples")
+    samples = [s for _ in range(params.ground.epochs) for e in train_eps for s in episode_samples(builder, e, rng)]
+    return samples, make_batches(samples, params.ground.batch_size, pad_id, rng)
+
+
+def log_step(row: dict[str, float]) -> None:
+    log_metrics({k: v for k, v in row.items() if k != "step"}, step=int(row["step"]))
+
+
+def fine_tune(lm, tokenizer, batches: list, params: Params, device: str, bf16: bool, on_log):
+    """TRL training over ``batches``; returns (trainer, loss recorder)."""
+    from kalm.llm.train import TrainSettings, train
+
+    with tempfile.TemporaryDirectory(prefix="kalm-trainer-") as scratch:
+        settings = TrainSettings.from_params(params, Path(scratch), bf16, use_cpu=device == "cpu")
+        return train(lm, tokenizer, batches, settings, on_log=on_log)
+
+
+def save_outputs(
+    lm, tokenizer, spec, rows: list[dict[str, float]], metrics: dict[str, Any], params: Params, bf16: bool
+):
+    """The grounded model, the loss curve and the metrics, each written whole or not at all; metrics to MLflow."""
+    from kalm.llm.model import save_grounded
+
+    with atomic_path(paths.GROUNDED_MODEL) as tmp:
+        save_grounded(lm, tokenizer, tmp, spec, {"backbone": params.llm.backbone, "bf16": bf16, "seed": params.seed})
+    write_loss_curve(rows, paths.GROUND_LOSS)
+    write_json(paths.metrics_file(STAGE), metrics)
+    log_metrics(metrics)

@@ -77,88 +77,109 @@ def train_policies(
     log_to_mlflow: bool = True,
 ) -> dict[str, Any]:
     """Train ``train.seeds`` policies into ``policy_out/seed<k>/`` and their curves into ``curves_out/``."""
-    import d3rlpy
     import torch
 
-    from kalm.rl.algos import create_algo, make_config, save_policy
-    from kalm.rl.dataset import STATE_DIM, build_buffer
-    from kalm.rl.encoder import GoalEncoder
-    from kalm.rl.logger import MLflowAdapterFactory
-
-    cfg = params.train
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(params.train.threads)
     quiet_d3rlpy()
-    start = time.perf_counter()
-    encoder = GoalEncoder(cfg.encoder)
-    embeddings = encoder.table([e.instruction for e in [*real, *imagined]])
-    log_metrics({"encode_seconds": time.perf_counter() - start})
-    mix = cfg.mix if variant == "kalm" else "uniform"
-    buffer = build_buffer(real, imagined, embeddings, mix=mix, imagined_share=cfg.imagined_share)
-    obs_dim = STATE_DIM + encoder.dim
-    probe = buffer.batch_from_indices(
-        seed_stream(params.seed, "train.q_sample").integers(buffer.transition_count, size=MEAN_Q_SAMPLE)
-    )
-    probe_actions = probe.actions.ravel().astype(np.int64)
-
-    def mean_q(algo: Any, _dataset: Any) -> float:
-        return float(np.mean(algo.predict_value(probe.observations, probe_actions)))
-
-    evaluators = {"mean_q": mean_q} if algo_name != "bc" else None
+    buffer, embedding_dim, n_instructions = goal_buffer(params, variant, real, imagined)
+    evaluators = {"mean_q": mean_q_evaluator(buffer, params.seed)} if algo_name != "bc" else None
     policy_out.mkdir(parents=True)
     curves_out.mkdir(parents=True)
     per_seed: dict[str, dict[str, float]] = {}
-    hp = algo_params(params, algo_name)
-    for k in range(cfg.seeds):
-        seed = policy_seed(params.seed, k)
-        d3rlpy.seed(seed)
-        algo = create_algo(make_config(algo_name, hp, tuple(cfg.hidden_units)), obs_dim)
-        factory = MLflowAdapterFactory(prefix=f"seed{k}.", log_to_mlflow=log_to_mlflow)
-        t0 = time.perf_counter()
-        algo.fit(
-            buffer,
-            n_steps=cfg.steps,
-            n_steps_per_epoch=cfg.steps_per_epoch,
-            experiment_name=f"{variant}-{algo_name}-seed{k}",
-            with_timestamp=False,
-            logger_adapter=factory,
-            show_progress=True,
-            evaluators=evaluators,
-        )
-        seconds = time.perf_counter() - t0
-        steps_done = cfg.steps // cfg.steps_per_epoch * cfg.steps_per_epoch
-        folder = policy_out / f"seed{k}"
-        folder.mkdir()
-        save_policy(
-            algo,
-            folder,
-            {
-                "variant": variant,
-                "algo": algo_name,
-                "seed_index": k,
-                "seed": seed,
-                "steps": steps_done,
-                "encoder": cfg.encoder,
-                "embedding_dim": encoder.dim,
-                "state_dim": STATE_DIM,
-            },
-        )
-        rows = factory.adapter.rows if factory.adapter else []
+    for k in range(params.train.seeds):
+        rows = train_one(params, variant, algo_name, k, buffer, embedding_dim, evaluators, policy_out, log_to_mlflow)
         write_curve(curves_out / f"seed{k}.csv", rows)
-        final = {key: round(v, 6) for key, v in rows[-1].items() if key not in ("epoch", "step")} if rows else {}
-        per_seed[f"seed{k}"] = final
-        # Timings go to MLflow only: the metrics JSON is reproduced exactly by a re-run.
-        log_metrics({f"seed{k}.seconds": seconds, f"seed{k}.updates_per_s": steps_done / seconds})
+        per_seed[f"seed{k}"] = (
+            {key: round(v, 6) for key, v in rows[-1].items() if key not in ("epoch", "step")} if rows else {}
+        )
         log.info("train %s-%s seed%d: %s", variant, algo_name, k, per_seed[f"seed{k}"])
     keys = sorted({key for m in per_seed.values() for key in m})
     return {
         "policy": paths.policy_name(variant, algo_name),
         "episodes": {"real": len(real), "imagined": len(imagined)},
         "transitions": {"real": sum(e.length for e in real), "imagined": sum(e.length for e in imagined)},
-        "instructions": len(embeddings),
-        "steps": cfg.steps // cfg.steps_per_epoch * cfg.steps_per_epoch,
+        "instructions": n_instructions,
+        "steps": steps_done(params),
         "mean": {key: round(float(np.mean([m[key] for m in per_seed.values()])), 6) for key in keys},
         "seeds": per_seed,
     }
+
+
+def steps_done(params: Params) -> int:
+    """The gradient steps a policy gets: whole epochs of ``train.steps_per_epoch``."""
+    return params.train.steps // params.train.steps_per_epoch * params.train.steps_per_epoch
+
+
+def goal_buffer(params: Params, variant: str, real: list[Episode], imagined: list[Episode]):
+    """(replay buffer of goal-conditioned transitions, goal embedding size, distinct instructions)."""
+    from kalm.rl.dataset import build_buffer
+    from kalm.rl.encoder import GoalEncoder
+
+    start = time.perf_counter()
+    encoder = GoalEncoder(params.train.encoder)
+    embeddings = encoder.table([e.instruction for e in [*real, *imagined]])
+    log_metrics({"encode_seconds": time.perf_counter() - start})
+    mix = params.train.mix if variant == "kalm" else "uniform"
+    buffer = build_buffer(real, imagined, embeddings, mix=mix, imagined_share=params.train.imagined_share)
+    return buffer, encoder.dim, len(embeddings)
+
+
+def mean_q_evaluator(buffer: Any, seed: int):
+    """A d3rlpy evaluator: the mean Q of the data's actions on a fixed sample of its transitions."""
+    probe = buffer.batch_from_indices(
+        seed_stream(seed, "train.q_sample").integers(buffer.transition_count, size=MEAN_Q_SAMPLE)
+    )
+    probe_actions = probe.actions.ravel().astype(np.int64)
+
+    def mean_q(algo: Any, _dataset: Any) -> float:
+        return float(np.mean(algo.predict_value(probe.observations, probe_actions)))
+
+    return mean_q
+
+
+def train_one(
+    params: Params,
+    variant: str,
+    algo_name: str,
+    k: int,
+    buffer: Any,
+    embedding_dim: int,
+    evaluators: dict | None,
+    policy_out: Path,
+    log_to_mlflow: bool,
+) -> list[dict[str, float]]:
+    """Fit policy ``k`` and save it in ``policy_out/seed<k>/``; returns its learning curve's rows."""
+    import d3rlpy
+
+    from kalm.rl.algos import create_algo, make_config, save_policy
+    from kalm.rl.dataset import STATE_DIM
+    from kalm.rl.logger import MLflowAdapterFactory
+
+    cfg = params.train
+    seed = policy_seed(params.seed, k)
+    d3rlpy.seed(seed)
+    config = make_config(algo_name, algo_params(params, algo_name), tuple(cfg.hidden_units))
+    algo = create_algo(config, STATE_DIM + embedding_dim)
+    factory = MLflowAdapterFactory(prefix=f"seed{k}.", log_to_mlflow=log_to_mlflow)
+    start = time.perf_counter()
+    algo.fit(
+        buffer,
+        n_steps=cfg.steps,
+        n_steps_per_epoch=cfg.steps_per_epoch,
+        experiment_name=f"{variant}-{algo_name}-seed{k}",
+        with_timestamp=False,
+        logger_adapter=factory,
+        show_progress=True,
+        evaluators=evaluators,
+    )
+    seconds = time.perf_counter() - start
+    meta = {"variant": variant, "algo": algo_name, "seed_index": k, "seed": seed, "steps": steps_done(params)}
+    meta |= {"encoder": cfg.encoder, "embedding_dim": embedding_dim, "state_dim": STATE_DIM}
+    (policy_out / f"seed{k}").mkdir()
+    save_policy(algo, policy_out / f"seed{k}", meta)
+    # Timings go to MLflow only: the metrics JSON is reproduced exactly by a re-run.
+    log_metrics({f"seed{k}.seconds": seconds, f"seed{k}.updates_per_s": steps_done(params) / seconds})
+    return factory.adapter.rows if factory.adapter else []
 
 
 def run(params: Params, variant: str, algo: str) -> dict[str, Any]:
