@@ -31,7 +31,7 @@ from kalm.data import Episode, read_episodes
 from kalm.env import CLEVRRobotEnv
 from kalm.env.rollout import play
 from kalm.seeds import seed_stream
-from kalm.stages import evaluate, train
+from kalm.stages import evaluate, imagine, train
 from kalm.tasks import parse_goal
 from kalm.tasks.behaviour import behaviour_action
 from kalm.tasks.world import NOVEL_LEVELS
@@ -66,18 +66,42 @@ def oracle_episode(
     )
 
 
-def imagined_sets(epsilon: float, policy: str, max_steps: int, seed: int) -> dict[str, list[Episode]]:
-    """The LLM's imagined episodes and their oracle counterparts."""
+def imagined_sets(params, every_task: bool) -> dict[str, list[Episode]]:
+    """The LLM's imagined episodes and their oracle counterparts (``every_task``: the oracle acts on every task and
+    start `imagine` drew, ``imagine.<level>`` of them, not only on the rollouts the filter kept)."""
+    epsilon, policy, seed = params.collect.epsilon, params.collect.policy, params.seed
     llm: list[Episode] = []
     oracle: list[Episode] = []
-    env = CLEVRRobotEnv(max_episode_steps=max_steps)
+    env = CLEVRRobotEnv(max_episode_steps=params.env.max_episode_steps)
     rng = seed_stream(seed, "benchmarks.oracle")
     for level in NOVEL_LEVELS:
         episodes = read_episodes(paths.imagined_episodes(level), made_by="imagine")
         llm.extend(episodes)
+        if every_task:
+            episodes = task_episodes(params, level, env)
         oracle.extend(episodes if level == "hard" else [oracle_episode(env, e, rng, epsilon, policy) for e in episodes])
     env.close()
     return {"kalm-llm": llm, "kalm-oracle": oracle}
+
+
+def task_episodes(params, level: str, env: CLEVRRobotEnv) -> list[Episode]:
+    """`imagine`'s tasks and initial states of a level as one-state episodes (what the oracle acts on)."""
+    n = getattr(params.imagine, level)
+    tasks = imagine.imagination_tasks(params, level, n)
+    starts, seeds = imagine.initial_states(env, [parse_goal(spec) for _, spec in tasks], params.seed, level)
+    return [
+        Episode(i, level, "imagined", json.dumps(spec), text, start[None], np.zeros(0, np.int16),
+                np.zeros(0, np.float32), False, False, seed)
+        for i, ((text, spec), start, seed) in enumerate(zip(tasks, starts, seeds, strict=True))
+    ]  # fmt: skip
+
+
+def train_and_score(params, algo, variant, real, imagined, levels, embedder, out: Path) -> dict[str, float]:
+    """Mean success per level over the seeds of policies trained on ``real`` + ``imagined``."""
+    train.train_policies(params, variant, algo, real, imagined, out / "policy", out / "curves", log_to_mlflow=False)
+    folders = sorted((out / "policy").glob("seed*"))
+    per_seed = evaluate.seed_results(folders, levels, embedder, params.env.max_episode_steps).values()
+    return {level: float(np.mean([s[level] for s in per_seed])) for level in levels}
 
 
 def main() -> None:
@@ -85,13 +109,15 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--algo", action="append", choices=paths.ALGOS, help="repeatable; default: bc and cql")
     parser.add_argument("--seeds", type=int, default=1, help="policies per algo and data set")
+    parser.add_argument("--every-task", action="store_true", help="oracle on all of imagine's tasks, not the kept")
+    parser.add_argument("--per-level", action="store_true", help="one kalm policy per novel level (the paper's)")
     args = parser.parse_args()
     params = load_params(args.params)
     params = params.model_copy(update={"train": params.train.model_copy(update={"seeds": args.seeds})})
     real = read_episodes(paths.OFFLINE_EPISODES, made_by="collect")
     sets = {
         "baseline": [],
-        **imagined_sets(params.collect.epsilon, params.collect.policy, params.env.max_episode_steps, params.seed),
+        **imagined_sets(params, args.every_task),
     }
     for name, episodes in sets.items():
         by_level = {lv: [e for e in episodes if e.level == lv] for lv in NOVEL_LEVELS}
@@ -104,13 +130,19 @@ def main() -> None:
         for algo in args.algo or list(paths.ALGOS):
             for name, imagined in sets.items():
                 variant = "baseline" if name == "baseline" else "kalm"
-                out = Path(tmp) / f"{name}-{algo}"
-                train.train_policies(
-                    params, variant, algo, real, imagined, out / "policy", out / "curves", log_to_mlflow=False
-                )
-                folders = sorted((out / "policy").glob("seed*"))
-                per_seed = evaluate.seed_results(folders, levels, embedder, params.env.max_episode_steps).values()
-                row = {level: float(np.mean([s[level] for s in per_seed])) for level in levels}
+                if args.per_level and variant == "kalm":
+                    # The paper's protocol: one policy per novel level on real + that level's rollouts, scored on
+                    # that level; the train level by the rephrase-level policy.
+                    row = {}
+                    for level in NOVEL_LEVELS:
+                        own = {lv: levels[lv] for lv in (("train", level) if level == "rephrase" else (level,))}
+                        data = [e for e in imagined if e.level == level]
+                        row |= train_and_score(
+                            params, algo, variant, real, data, own, embedder, Path(tmp) / name / level
+                        )
+                else:
+                    row = train_and_score(params, algo, variant, real, imagined, levels, embedder, Path(tmp) / name)
+                row = {level: row[level] for level in levels}
                 row["novel_mean"] = float(np.mean([row[level] for level in NOVEL_LEVELS]))
                 table[f"{name} {algo}"] = row
                 print(f"{name:>12} {algo}: " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)

@@ -6,7 +6,7 @@ The paper does not state its behaviour policy. Two are offered (``collect.policy
   reward target (the reference ball + 0.195 in the goal's direction). Two rules handle what it cannot do that way:
   when that target lies off the workbench, the reference ball is pushed away from the wall first; when another ball
   lies on the straight way, the source ball aims beside that ball instead. Each action is a simple function of the
-  goal's geometry, which a learner imitates (``benchmarks/behaviour_policies.py``).
+  goal's geometry (``benchmarks/offline_rl.py policies``).
 - ``lookahead``: for each of the 40 actions predict where the pushed ball ends (a free push moves a ball 0.247
   along its direction, clipped to the workbench) and score the result: a predicted success is best; otherwise the
   distance of the source ball to its target plus penalties for an occupied pusher side or a blocked path. It
