@@ -11,7 +11,8 @@ split of data/offline (`split_episodes`, the stage's seed), given the goal as id
   way from the source ball to the target (8 more): the geometry the legible policy computes, handed over.
 
 Printed per training size: held-out accuracy on every transition (the recorded action, ε steps included) and on
-the pushed ball only. A target the MLP cannot reach on the same episodes is not a fair target for the LLM either.
+the pushed ball only; first, which of the legible policy's rules decided the held-out steps. A target the MLP cannot
+reach on the same episodes is not a fair target for the LLM either.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from kalm.data import read_episodes
 from kalm.llm.numeric import normalise
 from kalm.seeds import seed_stream
 from kalm.stages.ground import split_episodes
-from kalm.tasks.behaviour import reward_target
+from kalm.tasks.behaviour import first_in_the_way, on_workbench, reward_target
 from kalm.tasks.goals import parse_goal
 from kalm.tasks.world import COLOURS, UNIT
 
@@ -53,6 +54,25 @@ def features(episodes, kind: str) -> tuple[np.ndarray, np.ndarray]:
             rows.append(np.concatenate(x))
             actions.append(int(action))
     return np.stack(rows), np.asarray(actions)
+
+
+def rule_shares(episodes) -> dict[str, float]:
+    """Which of the legible policy's rules decides each step: target off the table, a ball in the way, or neither."""
+    counts = {"off the table": 0, "ball in the way": 0, "straight": 0}
+    for e in episodes:
+        goal = parse_goal(json.loads(e.goal))
+        src = COLOURS.index(goal.src)
+        for obs in e.observations[:-1]:
+            balls = obs.reshape(5, 2).astype(np.float64)
+            aim = reward_target(balls, goal)
+            if not on_workbench(aim):
+                counts["off the table"] += 1
+            elif first_in_the_way(balls, src, aim) is not None:
+                counts["ball in the way"] += 1
+            else:
+                counts["straight"] += 1
+    total = max(1, sum(counts.values()))
+    return {k: round(v / total, 3) for k, v in counts.items()}
 
 
 def fit_and_score(train, held, kind: str, steps: int, seed: int) -> tuple[float, float]:
@@ -83,6 +103,7 @@ def main() -> None:
     params = load_params()
     episodes = read_episodes(paths.OFFLINE_EPISODES, made_by="collect")
     train_eps, held = split_episodes(episodes, params.ground.heldout_fraction, params.seed)
+    print("legible policy's deciding rule, held-out steps:", rule_shares(held))
     seed = int(seed_stream(params.seed, "benchmarks.action_ceiling").integers(2**31))
     print("| features | train episodes | transitions | MLP steps | held-out action acc. | pushed ball |")
     print("| --- | --- | --- | --- | --- | --- |")
