@@ -13,9 +13,8 @@ from kalm.llm.generate import explain, generate_rollouts, predict_next_states
 from kalm.llm.numeric import normalise
 from kalm.llm.prompts import SampleBuilder
 from kalm.tasks import parse_goal
-from kalm.tasks.goals import is_plausible
 from kalm.tasks.language import parse_instruction
-from kalm.tasks.world import COLOURS, DIRECTIONS
+from kalm.tasks.world import COLOURS, DIRECTIONS, is_plausible
 
 
 def held_out_transitions(episodes: Sequence[Episode], n: int, rng: np.random.Generator):

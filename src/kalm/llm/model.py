@@ -15,9 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kalm.llm.numeric import NumericIO, anchor_states, latest_actions
+from kalm.llm.numeric import NumericIO, anchor_states, latest_actions, word_vectors
 from kalm.llm.prompts import ACTION_TOKEN, STATE, STATE_TOKEN, SampleBuilder
-from kalm.tasks.world import COLOURS, PUSH_WORDS
 
 NUMERIC = "kalm_numeric"
 META_FILE = "kalm.json"
@@ -138,22 +137,6 @@ def load_base(spec: ModelSpec, dtype: torch.dtype, seed: int):
     torch.manual_seed(seed)
     setattr(lm, NUMERIC, new_numeric(lm, tokenizer, spec))
     return lm, tokenizer
-
-
-def word_vectors(lm: nn.Module, tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """The LM's input embeddings of the colour words (5, H) and of each push direction's word(s) (8, H).
-
-    A word is the mean of its tokens (" red" is one token in SmolLM2; the tiny tokenizer may split it); a diagonal
-    push is the sum of its two words.
-    """
-    table = lm.get_input_embeddings().weight.detach().float()
-
-    def word(text: str) -> torch.Tensor:
-        return table[tokenizer(" " + text, add_special_tokens=False)["input_ids"]].mean(0)
-
-    colours = torch.stack([word(c) for c in COLOURS])
-    pushes = torch.stack([sum(word(w) for w in words) for words in PUSH_WORDS])
-    return colours, pushes
 
 
 def new_numeric(lm: nn.Module, tokenizer: Any, spec: ModelSpec) -> NumericIO:

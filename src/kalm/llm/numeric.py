@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from kalm.tasks.world import N_ACTIONS, OBS_DIM, WALLS_HIGH, WALLS_LOW
+from kalm.tasks.world import COLOURS, N_ACTIONS, OBS_DIM, PUSH_WORDS, WALLS_HIGH, WALLS_LOW
 
 # States map to [-1, 1] between the wall planes.
 _CENTRE = np.tile((np.array(WALLS_HIGH) + np.array(WALLS_LOW)) / 2, OBS_DIM // 2).astype(np.float32)
@@ -49,6 +50,22 @@ def slot_features(states: torch.Tensor, kind: str) -> torch.Tensor:
 
 def _feature_dim(obs_dim: int, kind: str) -> int:
     return obs_dim if kind == "linear" else obs_dim * (1 + 2 * FOURIER_BANDS)
+
+
+def word_vectors(lm: nn.Module, tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LM's input embeddings of the colour words (5, H) and of each push direction's word(s) (8, H).
+
+    A word is the mean of its tokens (" red" is one token in SmolLM2; the tiny tokenizer may split it); a diagonal
+    push is the sum of its two words.
+    """
+    table = lm.get_input_embeddings().weight.detach().float()
+
+    def word(text: str) -> torch.Tensor:
+        return table[tokenizer(" " + text, add_special_tokens=False)["input_ids"]].mean(0)
+
+    colours = torch.stack([word(c) for c in COLOURS])
+    pushes = torch.stack([sum(word(w) for w in words) for words in PUSH_WORDS])
+    return colours, pushes
 
 
 class WordActions(nn.Module):

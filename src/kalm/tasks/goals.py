@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from kalm.tasks.world import AREA_HIGH, AREA_LOW, BALL_RADIUS, COLOURS, DIRECTIONS, UNIT
+from kalm.tasks.world import COLOURS, DIRECTIONS, UNIT
 
 # Push-direction numbers (a % 8) that count as a one-step move in each direction (KALM step_level_a).
 MOVE_PUSHES: dict[str, frozenset[int]] = {
@@ -61,22 +61,6 @@ def relation_holds_batch(src_xy: np.ndarray, dst_xy: np.ndarray, direction: str)
 def relation_holds(obs: np.ndarray, src: str, dst: str, direction: str) -> bool:
     """KALM's relation test on one observation (see ``relation_holds_batch``)."""
     return bool(relation_holds_batch(ball_xy(obs, src), ball_xy(obs, dst), direction))
-
-
-# Ball centres can be at most this far outside the walls' usable area, and at least this close to each other, in a
-# physically possible state (contacts let balls overlap by millimetres, not centimetres).
-PLAUSIBLE_MARGIN = 0.05
-PLAUSIBLE_MIN_DIST = 2 * BALL_RADIUS - 0.05
-
-
-def is_plausible(obs: np.ndarray) -> bool:
-    """Whether a (possibly generated) observation could be a real scene: balls on the workbench, not overlapping."""
-    balls = np.asarray(obs, dtype=np.float64).reshape(len(COLOURS), 2)
-    low, high = np.array(AREA_LOW) - PLAUSIBLE_MARGIN, np.array(AREA_HIGH) + PLAUSIBLE_MARGIN
-    if np.any(balls < low) or np.any(balls > high):
-        return False
-    dists = np.linalg.norm(balls[:, None] - balls[None], axis=-1)[np.triu_indices(len(COLOURS), 1)]
-    return bool(dists.min() >= PLAUSIBLE_MIN_DIST)
 
 
 @dataclass(frozen=True)

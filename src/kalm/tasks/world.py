@@ -36,5 +36,21 @@ WALLS_HIGH = (0.6, 0.7)
 AREA_LOW = (-0.47, -0.17)
 AREA_HIGH = (0.47, 0.57)
 
+# Ball centres can be at most this far outside the walls' usable area, and at least this close to each other, in a
+# physically possible state (contacts let balls overlap by millimetres, not centimetres).
+PLAUSIBLE_MARGIN = 0.05
+PLAUSIBLE_MIN_DIST = 2 * BALL_RADIUS - 0.05
+
+
+def is_plausible(obs: np.ndarray) -> bool:
+    """Whether a (possibly generated) observation could be a real scene: balls on the workbench, not overlapping."""
+    balls = np.asarray(obs, dtype=np.float64).reshape(len(COLOURS), 2)
+    low, high = np.array(AREA_LOW) - PLAUSIBLE_MARGIN, np.array(AREA_HIGH) + PLAUSIBLE_MARGIN
+    if np.any(balls < low) or np.any(balls > high):
+        return False
+    dists = np.linalg.norm(balls[:, None] - balls[None], axis=-1)[np.triu_indices(len(COLOURS), 1)]
+    return bool(dists.min() >= PLAUSIBLE_MIN_DIST)
+
+
 LEVELS: tuple[str, ...] = ("train", "rephrase", "easy", "hard")
 NOVEL_LEVELS: tuple[str, ...] = LEVELS[1:]  # the goals the offline data never has
