@@ -21,7 +21,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from kalm import paths, stats
+from kalm import config, paths, stats
 from kalm.config import load_params
 from kalm.data import read_episodes
 from kalm.stages import evaluate, imagine, train
@@ -62,12 +62,12 @@ def main() -> None:
                 imagined = (
                     [e for lv in chosen for e in imagine.kept(rollouts[lv], how, limit)] if variant == "kalm" else []
                 )
-                share = float(options.get("share", params.train.imagined_share))
-                cfg = params.train.model_copy(
-                    update={"mix": options.get("mix", params.train.mix), "imagined_share": share}
-                )
                 out = Path(tmp) / f"{name}-{algo}"
-                run_params = params.model_copy(update={"train": cfg})
+                mixing = {
+                    "train.mix": options.get("mix", params.train.mix),
+                    "train.imagined_share": float(options.get("share", params.train.imagined_share)),
+                }
+                run_params = config.with_overrides(params, mixing, f"--set {name}")
                 train.train_policies(
                     run_params, variant, algo, real, imagined, out / "policy", out / "curves", log_to_mlflow=False
                 )
@@ -85,11 +85,14 @@ def main() -> None:
             f"{100 * row[lv]:.1f} ({100 * row['ci95'][lv][0]:.0f}–{100 * row['ci95'][lv][1]:.0f})" for lv in levels
         ]
         print(
-            f"| {name} | {algo} | | "
+            f"| {name} | {algo} | {row['imagined']} | "
             + " | ".join(cells)
             + f" | {100 * row['novel_mean']:.1f} | {100 * (row['novel_mean'] - base):+.1f} |"
         )
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except config.ConfigError as err:  # a bad --set / --seeds value: one line, exit 1
+        raise SystemExit(str(err)) from None

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kalm import paths
+from kalm import config, paths
 from kalm.config import load_params
 from kalm.data import Episode, read_episodes
 from kalm.env import CLEVRRobotEnv
@@ -90,10 +90,21 @@ def task_episodes(params, level: str, env: CLEVRRobotEnv) -> list[Episode]:
     tasks = imagine.imagination_tasks(params, level, n)
     starts, seeds = imagine.initial_states(env, [parse_goal(spec) for _, spec in tasks], params.seed, level)
     return [
-        Episode(i, level, "imagined", json.dumps(spec), text, start[None], np.zeros(0, np.int16),
-                np.zeros(0, np.float32), False, False, seed)
+        Episode(
+            episode_id=i,
+            level=level,
+            source="imagined",
+            goal=json.dumps(spec),
+            instruction=text,
+            observations=start[None],
+            actions=np.zeros(0, np.int16),
+            rewards=np.zeros(0, np.float32),
+            success=False,
+            terminated=False,
+            seed=seed,
+        )
         for i, ((text, spec), start, seed) in enumerate(zip(tasks, starts, seeds, strict=True))
-    ]  # fmt: skip
+    ]
 
 
 def train_and_score(params, algo, variant, real, imagined, levels, embedder, out: Path) -> dict[str, float]:
@@ -113,7 +124,7 @@ def main() -> None:
     parser.add_argument("--per-level", action="store_true", help="one kalm policy per novel level (the paper's)")
     args = parser.parse_args()
     params = load_params(args.params)
-    params = params.model_copy(update={"train": params.train.model_copy(update={"seeds": args.seeds})})
+    params = config.with_overrides(params, {"train.seeds": args.seeds}, "--seeds")
     real = read_episodes(paths.OFFLINE_EPISODES, made_by="collect")
     sets = {
         "baseline": [],
@@ -155,4 +166,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except config.ConfigError as err:  # a bad --set / --seeds value: one line, exit 1
+        raise SystemExit(str(err)) from None

@@ -8,8 +8,9 @@ import pytest
 from d3rlpy.dataset import BasicTransitionPicker
 
 from kalm.data import Episode
-from kalm.rl.dataset import STATE_DIM, build_buffer, goal_observations
+from kalm.rl.dataset import build_buffer, goal_observations
 from kalm.rl.encoder import describe_encoder
+from kalm.tasks.world import OBS_DIM
 
 
 def episode(i: int, length: int, terminated: bool, instruction: str, source: str = "real") -> Episode:
@@ -44,10 +45,10 @@ def test_discrete_40_actions_declared_and_terminals_apart_from_timeouts(embeddin
     batch = buffer.batch_from_indices(np.arange(5))
     np.testing.assert_array_equal(batch.terminals.ravel(), [0, 0, 1, 0, 0])
     np.testing.assert_array_equal(batch.actions.ravel(), np.concatenate([done.actions, cut.actions]))
-    assert batch.observations.shape == (5, STATE_DIM + 6) and batch.observations.dtype == np.float32
+    assert batch.observations.shape == (5, OBS_DIM + 6) and batch.observations.dtype == np.float32
     np.testing.assert_array_equal(batch.next_observations[2], 0.0)  # terminal: never bootstrapped from
-    np.testing.assert_allclose(batch.next_observations[4, :STATE_DIM], cut.observations[2])  # timeout: last state
-    np.testing.assert_allclose(batch.next_observations[4, STATE_DIM:], embeddings[cut.instruction])
+    np.testing.assert_allclose(batch.next_observations[4, :OBS_DIM], cut.observations[2])  # timeout: last state
+    np.testing.assert_allclose(batch.next_observations[4, OBS_DIM:], embeddings[cut.instruction])
 
 
 def test_vectorised_batches_equal_d3rlpys_transition_picker(embeddings: dict) -> None:

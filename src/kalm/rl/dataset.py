@@ -16,9 +16,7 @@ from d3rlpy.dataset import InfiniteBuffer, ReplayBuffer, TransitionMiniBatch
 
 from kalm.config import MIXES
 from kalm.data import Episode
-from kalm.tasks.world import N_ACTIONS, OBS_DIM
-
-STATE_DIM = OBS_DIM  # the state part of a policy observation; the goal embedding follows
+from kalm.tasks.world import N_ACTIONS
 
 
 def goal_observations(states: np.ndarray, embedding: np.ndarray) -> np.ndarray:

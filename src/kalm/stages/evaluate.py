@@ -207,11 +207,10 @@ def evaluate_policies(
             if render_dir is None or not params.evaluate.render:
                 continue
             algo, meta = load_policy(folders[0])
-            embeddings = embedder.table(meta["encoder"], texts)
+            choose = policy_chooser(algo, embedder.table(meta["encoder"], texts))
             for level, episodes in levels.items():
                 for i, episode in enumerate(episodes[: params.evaluate.render]):
-                    out = render_dir / name / f"{level}-{i}.png"
-                    render_episode(algo, episode, embeddings[episode.instruction], steps, out, f"{name} · {level}")
+                    render_episode(choose, episode, steps, render_dir / name / f"{level}-{i}.png", f"{name} · {level}")
     return results
 
 
@@ -232,17 +231,14 @@ def evaluate_behaviour(params: Params, levels: dict[str, list[EvalEpisode]]) -> 
     }
 
 
-def render_episode(
-    algo: Any, episode: EvalEpisode, embedding: np.ndarray, max_steps: int, out: Path, title: str
-) -> None:
+def render_episode(choose: Chooser, episode: EvalEpisode, max_steps: int, out: Path, title: str) -> None:
     """Roll out one episode with rendering and save its strip."""
     from kalm.env import CLEVRRobotEnv
     from kalm.env.rollout import play
-    from kalm.rl.algos import greedy_actions
 
     env = CLEVRRobotEnv(render_mode="rgb_array", max_episode_steps=max_steps, width=RENDER_SIZE, height=RENDER_SIZE)
     obs, _ = env.reset(options={"goal": episode.goal, "positions": episode.positions})
-    rollout = play(env, obs, lambda o: int(greedy_actions(algo, np.concatenate([o, embedding])[None])[0]), render=True)
+    rollout = play(env, obs, lambda o: int(choose(o[None], [episode])[0]), render=True)
     env.close()
     outcome = "success" if rollout.success else "failure"
     save_strip(rollout.frames, f"{title}: “{episode.instruction}” — {outcome}", out, STRIP_FRAMES)

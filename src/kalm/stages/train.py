@@ -22,6 +22,7 @@ from kalm import paths
 from kalm.config import Params
 from kalm.data import Episode, atomic_path, read_episodes, write_json
 from kalm.seeds import seed_stream, seeds_of
+from kalm.tasks.world import OBS_DIM
 from kalm.tracking import log_artifact, log_metrics, set_tags, stage_run
 
 STAGE = "train"
@@ -152,14 +153,13 @@ def train_one(
     import d3rlpy
 
     from kalm.rl.algos import create_algo, make_config, save_policy
-    from kalm.rl.dataset import STATE_DIM
     from kalm.rl.logger import MLflowAdapterFactory
 
     cfg = params.train
     seed = policy_seed(params.seed, k)
     d3rlpy.seed(seed)
     config = make_config(algo_name, algo_params(params, algo_name), tuple(cfg.hidden_units))
-    algo = create_algo(config, STATE_DIM + embedding_dim)
+    algo = create_algo(config, OBS_DIM + embedding_dim)
     factory = MLflowAdapterFactory(prefix=f"seed{k}.", log_to_mlflow=log_to_mlflow)
     start = time.perf_counter()
     algo.fit(
@@ -174,7 +174,7 @@ def train_one(
     )
     seconds = time.perf_counter() - start
     meta = {"variant": variant, "algo": algo_name, "seed_index": k, "seed": seed, "steps": steps_done(params)}
-    meta |= {"encoder": cfg.encoder, "embedding_dim": embedding_dim, "state_dim": STATE_DIM}
+    meta |= {"encoder": cfg.encoder, "embedding_dim": embedding_dim, "state_dim": OBS_DIM}
     (policy_out / f"seed{k}").mkdir()
     save_policy(algo, policy_out / f"seed{k}", meta)
     # Timings go to MLflow only: the metrics JSON is reproduced exactly by a re-run.
