@@ -6,8 +6,11 @@ imagined data, beside the baseline, in one run and on the pipeline's evaluation 
 
 Each ``--set name[:key=value,...]`` selects from data/imagined/ (the `imagine` stage's rollouts, which must have been
 made with ``imagine.filter: none``): ``filter`` (none | realistic | successful: `imagine.kept`), ``levels``
-(``+``-joined, e.g. ``easy+rephrase``), ``mix`` (balanced | uniform: ``train.mix``) and ``share`` (the imagined share
-of a balanced batch: ``train.imagined_share``). Every set trains
+(``+``-joined, e.g. ``easy+rephrase``), ``mix`` (balanced | uniform: ``train.mix``), ``share`` (the imagined share
+of a balanced batch: ``train.imagined_share``) and ``per_level=1`` (the paper's protocol: one policy per novel level on
+offline + that level's rollouts, scored on that level, the train level by the rephrase-level policy; a level with no
+chosen rollouts is scored by the baseline's policies, which are the same policies). ``filter`` may chain tests with
+``+`` (``successful+realistic``). Every set trains
 ``train.seeds`` policies per algorithm with the `train` stage's code and params; the baseline is trained in the same
 run. Prints per-level success (mean over seeds) with Wilson 95 % intervals on the pooled episodes, and each set's
 novel mean against the baseline's. Nothing is written outside a temporary folder; nothing is logged to MLflow.
@@ -32,10 +35,24 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 def parse_set(text: str) -> tuple[str, dict[str, str]]:
     name, _, rest = text.partition(":")
     options = dict(pair.split("=", 1) for pair in rest.split(",") if pair)
-    unknown = set(options) - {"filter", "levels", "mix", "share"}
+    unknown = set(options) - {"filter", "levels", "mix", "share", "per_level"}
     if unknown:
         raise SystemExit(f"--set {name}: unknown option(s) {', '.join(sorted(unknown))}")
     return name, options
+
+
+def chosen_rollouts(episodes: list, how: str, limit: float) -> list:
+    """The rollouts that pass every ``+``-joined test of ``how`` (`imagine.kept`)."""
+    for test in how.split("+"):
+        episodes = imagine.kept(episodes, test, limit)
+    return episodes
+
+
+def train_and_evaluate(params, variant, algo, real, imagined, levels, embedder, out: Path) -> stats.SeedResults:
+    """``{seedK: {level: success per episode}}`` of ``train.seeds`` policies trained on ``real`` + ``imagined``."""
+    train.train_policies(params, variant, algo, real, imagined, out / "policy", out / "curves", log_to_mlflow=False)
+    folders = sorted((out / "policy").glob("seed*"))
+    return evaluate.seed_results(folders, levels, embedder, params.env.max_episode_steps)
 
 
 def main() -> None:
@@ -52,30 +69,43 @@ def main() -> None:
     levels = evaluate.level_episodes(params)
     embedder = evaluate.Embedder()
     results = {}
+    baseline_seeds: dict[str, stats.SeedResults] = {}
     with tempfile.TemporaryDirectory(prefix="kalm-imagined-") as tmp:
         for algo in args.algo or list(paths.ALGOS):
             for text in ["baseline", *args.set]:
                 name, options = parse_set(text)
                 chosen = options.get("levels", "+".join(paths.NOVEL_LEVELS)).split("+")
                 variant = "baseline" if name == "baseline" else "kalm"
-                how = options.get("filter", "none")
                 imagined = (
-                    [e for lv in chosen for e in imagine.kept(rollouts[lv], how, limit)] if variant == "kalm" else []
+                    {lv: chosen_rollouts(rollouts[lv], options.get("filter", "none"), limit) for lv in chosen}
+                    if variant == "kalm"
+                    else {}
                 )
-                out = Path(tmp) / f"{name}-{algo}"
                 mixing = {
                     "train.mix": options.get("mix", params.train.mix),
                     "train.imagined_share": float(options.get("share", params.train.imagined_share)),
                 }
                 run_params = config.with_overrides(params, mixing, f"--set {name}")
-                train.train_policies(
-                    run_params, variant, algo, real, imagined, out / "policy", out / "curves", log_to_mlflow=False
-                )
-                folders = sorted((out / "policy").glob("seed*"))
-                seeds = evaluate.seed_results(folders, levels, embedder, params.env.max_episode_steps)
-                row = {**stats.summarise({name: seeds}, list(levels))[name], "imagined": len(imagined)}
+                out = Path(tmp) / f"{name}-{algo}"
+                if variant == "baseline":
+                    seeds = train_and_evaluate(run_params, "baseline", algo, real, [], levels, embedder, out)
+                    baseline_seeds[algo] = seeds
+                elif options.get("per_level") == "1":
+                    seeds = {k: dict(v) for k, v in baseline_seeds[algo].items()}
+                    for lv, data in imagined.items():
+                        if not data:
+                            continue
+                        own = {x: levels[x] for x in (("train", lv) if lv == "rephrase" else (lv,))}
+                        scores = train_and_evaluate(run_params, "kalm", algo, real, data, own, embedder, out / lv)
+                        for seed, per_level in scores.items():
+                            seeds[seed].update(per_level)
+                else:
+                    pooled = [e for data in imagined.values() for e in data]
+                    seeds = train_and_evaluate(run_params, "kalm", algo, real, pooled, levels, embedder, out)
+                n_imagined = sum(len(data) for data in imagined.values())
+                row = {**stats.summarise({name: seeds}, list(levels))[name], "imagined": n_imagined}
                 results[f"{name} {algo}"] = row
-                print(f"{name} {algo} ({len(imagined)} imagined): {row}", flush=True)
+                print(f"{name} {algo} ({n_imagined} imagined): {row}", flush=True)
     print("\n| set | algo | imagined | " + " | ".join(levels) + " | novel mean | vs baseline |")
     print("| --- | --- | --- | " + " | ".join("---" for _ in levels) + " | --- | --- |")
     for key, row in results.items():

@@ -131,6 +131,9 @@ class TrainConfig(_Section):
     imagined_share: float = Field(
         gt=0.0, lt=1.0, description="balanced mix: the imagined share of every batch (the paper: 0.5)."
     )
+    per_level: bool = Field(
+        description="kalm variant: one policy per novel level on offline + that level's rollouts (the paper's)."
+    )
     encoder: str = Field(description="Goal encoder: all-minilm-l6-v2 (packaged) or a sentence-transformers folder.")
     hidden_units: list[int] = Field(min_length=1, description="Encoder MLP widths, ReLU (paper: [256, 256]).")
     threads: int = Field(ge=1, le=256, description="torch threads (2 oversubscribe a shared 2-core CPU).")

@@ -125,6 +125,34 @@ def test_the_evaluation_tells_the_scripted_policy_from_random_and_failing_ones(t
     assert random <= 0.45 and never <= 0.05, (random, never)
 
 
+def test_per_level_policies_score_their_own_level_and_the_rephrase_one_the_train_level(
+    policies: None, short: Params, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kalm policy trained per level (``train.per_level``): each level is scored by its own level's seeds."""
+    kalm = paths.policy_dir("kalm", "bc")
+    single = sorted(kalm.glob("seed*"))
+    for level in paths.NOVEL_LEVELS:
+        for folder in single:
+            shutil.copytree(folder, kalm / level / folder.name)
+    for folder in single:
+        shutil.rmtree(folder)
+    assert set(evaluate.policy_seeds("kalm", "bc")) == set(paths.NOVEL_LEVELS)
+    assert set(evaluate.policy_seeds("kalm", "cql")) == {None}
+
+    def own_level_succeeds(folders, levels, embedder, max_steps):  # 1 where the seeds' folder is the level's scorer
+        return {
+            f.name: {lv: np.full(len(eps), float(f.parent.name == evaluate.scored_by(lv))) for lv, eps in levels.items()}
+            for f in folders
+        }
+
+    monkeypatch.setattr(evaluate, "seed_results", own_level_succeeds)
+    results = evaluate.evaluate_policies(short, evaluate.level_episodes(short))
+    assert {lv: s.mean() for lv, s in results["kalm-bc"]["seed0"].items()} == dict.fromkeys(
+        ("train", "rephrase", "easy", "hard"), 1.0
+    )
+    assert evaluate.scored_by("easy:my_suite") == "easy" and evaluate.scored_by("train") == "rephrase"
+
+
 @pytest.mark.slow
 def test_evaluation_episodes_are_rendered_as_strips(policies: None, short: Params, mlflow_store: str) -> None:
     params = short.model_copy(update={"evaluate": short.evaluate.model_copy(update={"render": 1})})

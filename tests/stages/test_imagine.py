@@ -61,6 +61,24 @@ def test_rows_stop_at_their_own_step_limit_or_first_success(lively_lm, tiny_epis
     assert [ok for *_, ok in rollouts] == [False, False, False, True]
 
 
+def test_rollouts_come_back_in_task_order_whatever_the_batching(lively_lm, tiny_params: Params) -> None:
+    """imagine_level batches rollouts of one instruction together; each rollout is the task's own, as alone."""
+    lm, tokenizer, builder = lively_lm
+    env = CLEVRRobotEnv(max_episode_steps=4)
+    params = tiny_params.model_copy(update={"env": tiny_params.env.model_copy(update={"max_episode_steps": 4})})
+    tasks = imagine.imagination_tasks(params, "rephrase", 7)
+    grouped = params.model_copy(update={"imagine": params.imagine.model_copy(update={"batch_size": 4})})
+    alone = params.model_copy(update={"imagine": params.imagine.model_copy(update={"batch_size": 1})})
+    a, _ = imagine.imagine_level(lm, builder, tokenizer.pad_token_id, grouped, "rephrase", 7, env)
+    b, _ = imagine.imagine_level(lm, builder, tokenizer.pad_token_id, alone, "rephrase", 7, env)
+    assert [e.instruction for e in a] == [text for text, _ in tasks] == [e.instruction for e in b]
+    assert [e.episode_id for e in a] == list(range(7))
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.actions, y.actions)
+        np.testing.assert_allclose(x.observations, y.observations, atol=1e-4)
+        assert x.seed == y.seed and x.goal == y.goal
+
+
 def test_reward_labels_equal_the_env_rewards_of_real_episodes(tiny_episodes) -> None:
     for episode in tiny_episodes:
         goal = parse_goal(episode.goal)

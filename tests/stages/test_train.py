@@ -38,12 +38,17 @@ def write_inputs(episodes: list, imagined: bool = True) -> None:
             write_episodes(paths.imagined_episodes(level), imagined_from(episodes[:6], level))
 
 
+def one_policy_per_variant(params: Params) -> Params:
+    return params.model_copy(update={"train": params.train.model_copy(update={"per_level": False})})
+
+
 @pytest.mark.parametrize(("variant", "algo"), [("baseline", "bc"), ("kalm", "cql")])
 def test_train_writes_policies_curves_and_metrics(
     variant: str, algo: str, tiny_params: Params, tiny_episodes: list, mlflow_store: str
 ) -> None:
     write_inputs(tiny_episodes)
-    params = tiny_params.model_copy(update={"train": tiny_params.train.model_copy(update={"seeds": 2})})
+    params = one_policy_per_variant(tiny_params)
+    params = params.model_copy(update={"train": params.train.model_copy(update={"seeds": 2})})
     metrics = train.run(params, variant, algo)
     assert json.loads(paths.train_metrics(variant, algo).read_text()) == metrics
     assert metrics["episodes"] == {"real": len(tiny_episodes), "imagined": 18 if variant == "kalm" else 0}
@@ -59,6 +64,24 @@ def test_train_writes_policies_curves_and_metrics(
     [run] = mlflow.search_runs(experiment_names=["kalm"], output_format="list")
     assert run.info.run_name == f"train@{variant}-{algo}__repro" and run.data.tags["variant"] == variant
     assert "seed1.loss" in run.data.metrics and run.data.params["train.steps"] == "20"
+
+
+def test_kalm_per_level_trains_one_policy_set_per_level_on_that_levels_rollouts(
+    tiny_params: Params, tiny_episodes: list
+) -> None:
+    write_inputs(tiny_episodes[:20])
+    write_episodes(paths.imagined_episodes("hard"), [])  # a level with no kept rollouts trains on real data only
+    assert tiny_params.train.per_level
+    metrics = train.run(tiny_params, "kalm", "bc")
+    assert metrics["per_level"] is True
+    imagined = {"rephrase": 6, "easy": 6, "hard": 0}
+    for level in paths.NOVEL_LEVELS:
+        assert metrics[level]["episodes"] == {"real": 20, "imagined": imagined[level]}
+        assert (paths.policy_dir("kalm", "bc") / level / "seed0" / "policy.safetensors").is_file()
+        assert (paths.train_curves("kalm", "bc") / level / "seed0.csv").is_file()
+    assert not list(paths.policy_dir("kalm", "bc").glob("seed*"))
+    weights = {lv: (paths.policy_dir("kalm", "bc") / lv / "seed0" / "policy.safetensors").read_bytes() for lv in imagined}
+    assert weights["rephrase"] != weights["easy"]  # each level's own rollouts
 
 
 def test_same_seed_same_policy(tiny_params: Params, tiny_episodes: list) -> None:

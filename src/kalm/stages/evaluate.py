@@ -38,6 +38,7 @@ from kalm.tasks import (
     training_goals,
     training_instructions,
 )
+from kalm.tasks.world import NOVEL_LEVELS
 from kalm.tracking import log_artifact, log_metrics, stage_run
 
 STAGE = "evaluate"
@@ -146,13 +147,25 @@ def rollout_success(choose: Chooser, episodes: Sequence[EvalEpisode], max_steps:
     return np.concatenate(success) if success else np.zeros(0, dtype=bool)
 
 
-def policy_seeds(variant: str, algo: str) -> list[Path]:
-    """The seed folders of one trained variant x algo; a missing one names the stage that makes it."""
+def policy_seeds(variant: str, algo: str) -> dict[str | None, list[Path]]:
+    """The seed folders of one trained variant x algo: ``{None: folders}``, or ``{level: folders}`` when it was
+    trained per novel level (``train.per_level``); a missing one names the stage that makes it."""
     folder = paths.policy_dir(variant, algo)
-    seeds = sorted(folder.glob("seed*/"), key=lambda p: int(p.name.removeprefix("seed") or 0))
-    if not seeds:
+    groups: dict[str | None, list[Path]] = {}
+    for group, parent in [(None, folder), *((lv, folder / lv) for lv in NOVEL_LEVELS)]:
+        seeds = sorted(parent.glob("seed*/"), key=lambda p: int(p.name.removeprefix("seed") or 0))
+        if seeds:
+            groups[group] = seeds
+    if not groups:
         raise FileNotFoundError(f"{folder}: no trained policies (made by `python cli.py train`)")
-    return seeds
+    return groups
+
+
+def scored_by(level: str) -> str:
+    """The novel level whose per-level policy scores ``level``: the train level by the rephrase one (the paper's
+    Fig. 4); a user suite's key (``easy:my_suite``) by its level."""
+    level = level.split(":")[0]
+    return "rephrase" if level == "train" else level
 
 
 class Embedder:
@@ -202,15 +215,19 @@ def evaluate_policies(
     for variant in paths.VARIANTS:
         for algo_name in paths.ALGOS:
             name = paths.policy_name(variant, algo_name)
-            folders = policy_seeds(variant, algo_name)
-            results[name] = seed_results(folders, levels, embedder, steps)
-            if render_dir is None or not params.evaluate.render:
-                continue
-            algo, meta = load_policy(folders[0])
-            choose = policy_chooser(algo, embedder.table(meta["encoder"], texts))
-            for level, episodes in levels.items():
-                for i, episode in enumerate(episodes[: params.evaluate.render]):
-                    render_episode(choose, episode, steps, render_dir / name / f"{level}-{i}.png", f"{name} · {level}")
+            results[name] = {}
+            for group, folders in policy_seeds(variant, algo_name).items():
+                own = {lv: eps for lv, eps in levels.items() if group in (None, scored_by(lv))}
+                for seed, per_level in seed_results(folders, own, embedder, steps).items():
+                    results[name].setdefault(seed, {}).update(per_level)
+                if render_dir is None or not params.evaluate.render:
+                    continue
+                algo, meta = load_policy(folders[0])
+                choose = policy_chooser(algo, embedder.table(meta["encoder"], texts))
+                for level, episodes in own.items():
+                    for i, episode in enumerate(episodes[: params.evaluate.render]):
+                        out = render_dir / name / f"{level}-{i}.png"
+                        render_episode(choose, episode, steps, out, f"{name} · {level}")
     return results
 
 

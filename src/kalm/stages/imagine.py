@@ -108,38 +108,38 @@ def imagine_level(
     goals = [parse_goal(spec) for _, spec in tasks]
     starts, seeds = initial_states(env, goals, params.seed, level)
     limits = [1 if g.ends_after_one_step else params.env.max_episode_steps for g in goals]
-    episodes: list[Episode] = []
+    # Batches of one instruction share the whole text of their prompt, which the decoder prefills once per batch.
+    order = sorted(range(n), key=lambda i: tasks[i][0])
+    episodes: dict[int, Episode] = {}
     batch = params.imagine.batch_size
     for lo in tqdm(range(0, n, batch), desc=f"imagine {level}", unit="batch", leave=False):
-        hi = min(lo + batch, n)
+        rows = order[lo : lo + batch]
         rollouts = generate_rollouts(
             lm,
             builder,
             pad_id,
-            [text for text, _ in tasks[lo:hi]],
-            starts[lo:hi],
-            limits[lo:hi],
-            is_success=lambda row, prev, a, nxt, off=lo: goals[off + row].is_success(prev, a, nxt),
+            [tasks[i][0] for i in rows],
+            starts[rows],
+            [limits[i] for i in rows],
+            is_success=lambda row, prev, a, nxt, rows=rows: goals[rows[row]].is_success(prev, a, nxt),
         )
-        for i, (states, actions, success) in enumerate(rollouts, start=lo):
+        for i, (states, actions, success) in zip(rows, rollouts, strict=True):
             goal = goals[i]
-            episodes.append(
-                Episode(
-                    episode_id=i,
-                    level=level,
-                    source="imagined",
-                    goal=goal.to_json(),
-                    instruction=tasks[i][0],
-                    instructions=[tasks[i][0]],
-                    observations=states.astype(np.float32),
-                    actions=actions.astype(np.int16),
-                    rewards=label_rewards(goal, states, actions),
-                    success=success,
-                    terminated=success or goal.ends_after_one_step,
-                    seed=seeds[i],
-                )
+            episodes[i] = Episode(
+                episode_id=i,
+                level=level,
+                source="imagined",
+                goal=goal.to_json(),
+                instruction=tasks[i][0],
+                instructions=[tasks[i][0]],
+                observations=states.astype(np.float32),
+                actions=actions.astype(np.int16),
+                rewards=label_rewards(goal, states, actions),
+                success=success,
+                terminated=success or goal.ends_after_one_step,
+                seed=seeds[i],
             )
-    return episodes, {"instances": len({text for text, _ in tasks})}
+    return [episodes[i] for i in range(n)], {"instances": len({text for text, _ in tasks})}
 
 
 def level_metrics(episodes: Sequence[Episode], env: CLEVRRobotEnv, limit: float) -> dict[str, Any]:

@@ -3,7 +3,8 @@
     python cli.py train --variant baseline --algo cql [--params params.yaml]
 
 ``baseline`` trains on data/offline/episodes.parquet only; ``kalm`` adds data/imagined/{rephrase,easy,hard}.parquet
-(mixed per ``train.mix``). Each of the ``train.seeds`` seeds gives one policy in
+(mixed per ``train.mix``): with ``train.per_level`` (the paper's protocol) one policy per novel level on the offline
+episodes and that level's rollouts, in ``models/policies/kalm-<algo>/<level>/seed<k>/``. Each of the ``train.seeds`` seeds gives one policy in
 ``models/policies/<variant>-<algo>/seed<k>/`` (safetensors + JSON), one learning curve in
 ``plots/train/<variant>-<algo>/seed<k>.csv``; the stage writes ``metrics/train/<variant>-<algo>.json``.
 """
@@ -182,8 +183,15 @@ def train_one(
     return factory.adapter.rows if factory.adapter else []
 
 
+def without_seeds(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics without their per-seed entries (for MLflow and the log)."""
+    return {k: without_seeds(v) if isinstance(v, dict) else v for k, v in metrics.items() if k != "seeds"}
+
+
 def run(params: Params, variant: str, algo: str) -> dict[str, Any]:
-    """Train every seed of one variant x algo and write policies, learning curves and metrics."""
+    """Train every seed of one variant x algo and write policies, learning curves and metrics. With
+    ``train.per_level`` the kalm variant trains one set of policies per novel level, on the offline episodes and that
+    level's imagined ones (the paper's protocol), in ``<policy dir>/<level>/seed<k>/``."""
     if variant not in paths.VARIANTS:
         raise ValueError(f"variant: {variant!r} is not one of {', '.join(paths.VARIANTS)}")
     if algo not in paths.ALGOS:
@@ -196,9 +204,17 @@ def run(params: Params, variant: str, algo: str) -> dict[str, Any]:
             atomic_path(paths.policy_dir(variant, algo)) as policy_tmp,
             atomic_path(paths.train_curves(variant, algo)) as curves_tmp,
         ):
-            metrics = train_policies(params, variant, algo, real, imagined, policy_tmp, curves_tmp)
+            if variant == "kalm" and params.train.per_level:
+                metrics = {"policy": name, "per_level": True}
+                for level in paths.NOVEL_LEVELS:
+                    own = [e for e in imagined if e.level == level]
+                    metrics[level] = train_policies(
+                        params, variant, algo, real, own, policy_tmp / level, curves_tmp / level
+                    )
+            else:
+                metrics = train_policies(params, variant, algo, real, imagined, policy_tmp, curves_tmp)
             write_json(paths.train_metrics(variant, algo), metrics)
-        log_metrics({k: v for k, v in metrics.items() if k != "seeds"})
+        log_metrics(without_seeds(metrics))
         log_artifact(paths.train_curves(variant, algo), artifact_path="curves")
-    log.info("train %s: %s", name, metrics["mean"])
+    log.info("train %s: %s", name, without_seeds(metrics))
     return metrics
