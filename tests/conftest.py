@@ -28,7 +28,7 @@ TINY_OVERRIDES = {
     "llm": {"backbone": "tiny", "num_layers": 0},
     "ground": {"episodes": 10, "epochs": 1, "batch_size": 4, "diagnostic_episodes": 3, "logging_steps": 1},
     "imagine": {"rephrase": 4, "easy": 4, "hard": 2, "batch_size": 4, "render": 1},
-    "train": {"seeds": 1, "steps": 20, "steps_per_epoch": 10},
+    "train": {"seeds": 1, "steps": 20, "steps_per_epoch": 10, "min_imagined": 1},
     "evaluate": {"episodes": 3, "easy_episodes": 4, "render": 1},
 }
 

@@ -15,7 +15,7 @@ import typer
 from kalm import paths
 from kalm.config import ConfigError, Params, load_params
 from kalm.preflight import preflight
-from kalm.tasks.world import LEVELS
+from kalm.tasks.world import LEVELS, NOVEL_LEVELS
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -155,17 +155,24 @@ def train(
     Reads: data/offline/episodes.parquet (collect); for --variant kalm also data/imagined/{rephrase,easy,hard}.parquet
     (imagine); the goal encoder that train.encoder names.
 
-    Writes: models/policies/<variant>-<algo>/seed<k>/ (safetensors + JSON), metrics/train/<variant>-<algo>.json,
-    plots/train/<variant>-<algo>/seed<k>.csv.
+    Writes: models/policies/<variant>-<algo>/seed<k>/ (safetensors + JSON; kalm with train.per_level:
+    <level>/seed<k>/ per novel level), metrics/train/<variant>-<algo>.json, plots/train/<variant>-<algo>/seed<k>.csv.
 
-    Params: seed, train.seeds, train.steps, train.steps_per_epoch, train.mix and train.imagined_share (kalm only),
-    train.encoder, train.hidden_units, train.threads, and train.bc or train.cql (the --algo's hyper-parameters).
+    Params: seed, train.seeds, train.steps, train.steps_per_epoch, train.mix, train.imagined_share, train.per_level and
+    train.min_imagined (kalm only), train.encoder, train.hidden_units, train.threads, and train.bc or train.cql (the
+    --algo's hyper-parameters).
     """
     metrics = _run("train", _load(params), variant.value, algo.value)
-    typer.echo(
-        f"train {metrics['policy']}: {metrics['episodes']['real']} real + {metrics['episodes']['imagined']} imagined "
-        f"episodes, {len(metrics['seeds'])} seeds x {metrics['steps']} steps, final loss {metrics['mean']['loss']:.4f}"
-    )
+    sets = {lv: metrics[lv] for lv in NOVEL_LEVELS if lv in metrics} if metrics.get("per_level") else {"": metrics}
+    for level, m in sets.items():
+        name = f"{metrics['policy']} {level}".rstrip()
+        if not m.get("seeds"):
+            typer.echo(f"train {name}: {m['episodes']['imagined']} imagined episodes, too few: scored by the baseline")
+            continue
+        typer.echo(
+            f"train {name}: {m['episodes']['real']} real + {m['episodes']['imagined']} imagined episodes, "
+            f"{len(m['seeds'])} seeds x {m['steps']} steps, final loss {m['mean']['loss']:.4f}"
+        )
 
 
 def _table(table: dict[str, dict[str, float]]) -> str:

@@ -134,6 +134,9 @@ class TrainConfig(_Section):
     per_level: bool = Field(
         description="kalm variant: one policy per novel level on offline + that level's rollouts (the paper's)."
     )
+    min_imagined: int = Field(
+        ge=0, description="per_level: a level with fewer kept rollouts is scored by the baseline's policies."
+    )
     encoder: str = Field(description="Goal encoder: all-minilm-l6-v2 (packaged) or a sentence-transformers folder.")
     hidden_units: list[int] = Field(min_length=1, description="Encoder MLP widths, ReLU (paper: [256, 256]).")
     threads: int = Field(ge=1, le=256, description="torch threads (2 oversubscribe a shared 2-core CPU).")

@@ -33,7 +33,7 @@ REPORTS = Path("reports")
 IMAGINE_REPORTS = REPORTS / "imagine"
 
 # train: one DVC matrix entry per variant x algo; each trains every seed.
-VARIANTS = ("baseline", "kalm")
+VARIANTS = ("baseline", "kalm")  # baseline first: evaluate scores per-level kalm's untrained levels by it
 ALGOS = ("bc", "cql")
 POLICIES = MODELS / "policies"
 TRAIN_METRICS = METRICS / "train"

@@ -131,17 +131,20 @@ def test_per_level_policies_score_their_own_level_and_the_rephrase_one_the_train
     """A kalm policy trained per level (``train.per_level``): each level is scored by its own level's seeds."""
     kalm = paths.policy_dir("kalm", "bc")
     single = sorted(kalm.glob("seed*"))
-    for level in paths.NOVEL_LEVELS:
+    for level in ("rephrase", "easy"):  # the hard level had too few rollouts (train.min_imagined)
         for folder in single:
             shutil.copytree(folder, kalm / level / folder.name)
     for folder in single:
         shutil.rmtree(folder)
-    assert set(evaluate.policy_seeds("kalm", "bc")) == set(paths.NOVEL_LEVELS)
+    assert set(evaluate.policy_seeds("kalm", "bc")) == {"rephrase", "easy"}
     assert set(evaluate.policy_seeds("kalm", "cql")) == {None}
 
     def own_level_succeeds(folders, levels, embedder, max_steps):  # 1 where the seeds' folder is the level's scorer
         return {
-            f.name: {lv: np.full(len(eps), float(f.parent.name == evaluate.scored_by(lv))) for lv, eps in levels.items()}
+            f.name: {
+                lv: np.full(len(eps), float(f.parent.name in (evaluate.scored_by(lv), "baseline-bc")))
+                for lv, eps in levels.items()
+            }
             for f in folders
         }
 
@@ -150,6 +153,7 @@ def test_per_level_policies_score_their_own_level_and_the_rephrase_one_the_train
     assert {lv: s.mean() for lv, s in results["kalm-bc"]["seed0"].items()} == dict.fromkeys(
         ("train", "rephrase", "easy", "hard"), 1.0
     )
+    assert results["kalm-bc"]["seed0"]["hard"] is results["baseline-bc"]["seed0"]["hard"]
     assert evaluate.scored_by("easy:my_suite") == "easy" and evaluate.scored_by("train") == "rephrase"
 
 

@@ -70,18 +70,24 @@ def test_kalm_per_level_trains_one_policy_set_per_level_on_that_levels_rollouts(
     tiny_params: Params, tiny_episodes: list
 ) -> None:
     write_inputs(tiny_episodes[:20])
-    write_episodes(paths.imagined_episodes("hard"), [])  # a level with no kept rollouts trains on real data only
-    assert tiny_params.train.per_level
-    metrics = train.run(tiny_params, "kalm", "bc")
+    write_episodes(paths.imagined_episodes("hard"), imagined_from(tiny_episodes[:2], "hard"))
+    params = tiny_params.model_copy(update={"train": tiny_params.train.model_copy(update={"min_imagined": 3})})
+    assert params.train.per_level
+    metrics = train.run(params, "kalm", "bc")
     assert metrics["per_level"] is True
-    imagined = {"rephrase": 6, "easy": 6, "hard": 0}
-    for level in paths.NOVEL_LEVELS:
-        assert metrics[level]["episodes"] == {"real": 20, "imagined": imagined[level]}
+    for level, imagined in {"rephrase": 6, "easy": 6, "hard": 2}.items():
+        assert metrics[level]["episodes"] == {"real": 20, "imagined": imagined}
+    for level in ("rephrase", "easy"):
         assert (paths.policy_dir("kalm", "bc") / level / "seed0" / "policy.safetensors").is_file()
         assert (paths.train_curves("kalm", "bc") / level / "seed0.csv").is_file()
+    # 2 rollouts < train.min_imagined: no policy; evaluate scores the hard level by the baseline's
+    assert metrics["hard"]["trained"] is False and not (paths.policy_dir("kalm", "bc") / "hard").exists()
     assert not list(paths.policy_dir("kalm", "bc").glob("seed*"))
-    weights = {lv: (paths.policy_dir("kalm", "bc") / lv / "seed0" / "policy.safetensors").read_bytes() for lv in imagined}
-    assert weights["rephrase"] != weights["easy"]  # each level's own rollouts
+    weights = [
+        (paths.policy_dir("kalm", "bc") / lv / "seed0" / "policy.safetensors").read_bytes()
+        for lv in ("rephrase", "easy")
+    ]
+    assert weights[0] != weights[1]  # each level's own rollouts
 
 
 def test_same_seed_same_policy(tiny_params: Params, tiny_episodes: list) -> None:

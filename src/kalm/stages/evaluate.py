@@ -149,14 +149,15 @@ def rollout_success(choose: Chooser, episodes: Sequence[EvalEpisode], max_steps:
 
 def policy_seeds(variant: str, algo: str) -> dict[str | None, list[Path]]:
     """The seed folders of one trained variant x algo: ``{None: folders}``, or ``{level: folders}`` when it was
-    trained per novel level (``train.per_level``); a missing one names the stage that makes it."""
+    trained per novel level (``train.per_level``; a level left out has too few rollouts, ``train.min_imagined``);
+    a missing one names the stage that makes it."""
     folder = paths.policy_dir(variant, algo)
     groups: dict[str | None, list[Path]] = {}
     for group, parent in [(None, folder), *((lv, folder / lv) for lv in NOVEL_LEVELS)]:
         seeds = sorted(parent.glob("seed*/"), key=lambda p: int(p.name.removeprefix("seed") or 0))
         if seeds:
             groups[group] = seeds
-    if not groups:
+    if not groups and not (folder.is_dir() and variant != "baseline"):
         raise FileNotFoundError(f"{folder}: no trained policies (made by `python cli.py train`)")
     return groups
 
@@ -216,7 +217,12 @@ def evaluate_policies(
         for algo_name in paths.ALGOS:
             name = paths.policy_name(variant, algo_name)
             results[name] = {}
-            for group, folders in policy_seeds(variant, algo_name).items():
+            groups = policy_seeds(variant, algo_name)
+            if None not in groups:  # per level: the levels left out (train.min_imagined) are the baseline's
+                baseline = results[paths.policy_name("baseline", algo_name)]
+                for seed, scores in baseline.items():
+                    results[name][seed] = {lv: s for lv, s in scores.items() if scored_by(lv) not in groups}
+            for group, folders in groups.items():
                 own = {lv: eps for lv, eps in levels.items() if group in (None, scored_by(lv))}
                 for seed, per_level in seed_results(folders, own, embedder, steps).items():
                     results[name].setdefault(seed, {}).update(per_level)

@@ -3,10 +3,11 @@
     python cli.py train --variant baseline --algo cql [--params params.yaml]
 
 ``baseline`` trains on data/offline/episodes.parquet only; ``kalm`` adds data/imagined/{rephrase,easy,hard}.parquet
-(mixed per ``train.mix``): with ``train.per_level`` (the paper's protocol) one policy per novel level on the offline
-episodes and that level's rollouts, in ``models/policies/kalm-<algo>/<level>/seed<k>/``. Each of the ``train.seeds`` seeds gives one policy in
+(mixed per ``train.mix``). Each of the ``train.seeds`` seeds gives one policy in
 ``models/policies/<variant>-<algo>/seed<k>/`` (safetensors + JSON), one learning curve in
-``plots/train/<variant>-<algo>/seed<k>.csv``; the stage writes ``metrics/train/<variant>-<algo>.json``.
+``plots/train/<variant>-<algo>/seed<k>.csv``; the stage writes ``metrics/train/<variant>-<algo>.json``. With
+``train.per_level`` (the paper's protocol) kalm trains one policy set per novel level on the offline episodes and that
+level's rollouts, one folder level deeper (``models/policies/kalm-cql/easy/seed0/``).
 """
 
 from __future__ import annotations
@@ -191,7 +192,9 @@ def without_seeds(metrics: dict[str, Any]) -> dict[str, Any]:
 def run(params: Params, variant: str, algo: str) -> dict[str, Any]:
     """Train every seed of one variant x algo and write policies, learning curves and metrics. With
     ``train.per_level`` the kalm variant trains one set of policies per novel level, on the offline episodes and that
-    level's imagined ones (the paper's protocol), in ``<policy dir>/<level>/seed<k>/``."""
+    level's imagined ones (the paper's protocol), in ``<policy dir>/<level>/seed<k>/``; a level with fewer than
+    ``train.min_imagined`` kept rollouts gets none, and `evaluate` scores it by the baseline's policies, which are
+    what training on the offline episodes alone gives."""
     if variant not in paths.VARIANTS:
         raise ValueError(f"variant: {variant!r} is not one of {', '.join(paths.VARIANTS)}")
     if algo not in paths.ALGOS:
@@ -206,8 +209,13 @@ def run(params: Params, variant: str, algo: str) -> dict[str, Any]:
         ):
             if variant == "kalm" and params.train.per_level:
                 metrics = {"policy": name, "per_level": True}
+                policy_tmp.mkdir()
+                curves_tmp.mkdir()
                 for level in paths.NOVEL_LEVELS:
                     own = [e for e in imagined if e.level == level]
+                    if len(own) < params.train.min_imagined:  # too few to learn from: the baseline's policies
+                        metrics[level] = {"episodes": {"real": len(real), "imagined": len(own)}, "trained": False}
+                        continue
                     metrics[level] = train_policies(
                         params, variant, algo, real, own, policy_tmp / level, curves_tmp / level
                     )
