@@ -100,6 +100,16 @@ def test_same_seed_same_policy(tiny_params: Params, tiny_episodes: list) -> None
     assert outs[0] == outs[1]
 
 
+def test_kalm_with_no_imagined_rollouts_is_the_baseline(tiny_params: Params, tiny_episodes: list) -> None:
+    """Why evaluate may score a level left out by train.min_imagined with the baseline's policies."""
+    weights = []
+    for variant in ("baseline", "kalm"):
+        out = Path(variant)
+        train.train_policies(tiny_params, variant, "bc", tiny_episodes, [], out / "p", out / "c", False)
+        weights.append((out / "p" / "seed0" / "policy.safetensors").read_bytes())
+    assert weights[0] == weights[1]
+
+
 def test_kalm_without_imagined_data_exits_1_naming_file_and_stage(tiny_params_file: Path, tiny_episodes: list) -> None:
     write_inputs(tiny_episodes, imagined=False)
     result = runner.invoke(app, ["train", "--variant", "kalm", "--algo", "bc", "--params", str(tiny_params_file)])
