@@ -184,17 +184,32 @@ def train_one(
     return factory.adapter.rows if factory.adapter else []
 
 
+def train_per_level(
+    params: Params, algo: str, real: list[Episode], imagined: list[Episode], policy_out: Path, curves_out: Path
+) -> dict[str, Any]:
+    """kalm with ``train.per_level`` (the paper's protocol): one set of policies per novel level on the offline
+    episodes and that level's rollouts, in ``policy_out/<level>/seed<k>/``. A level with fewer than
+    ``train.min_imagined`` kept rollouts gets none: `evaluate` scores it by the baseline's policies, which are what
+    training on the offline episodes alone gives."""
+    metrics: dict[str, Any] = {"policy": paths.policy_name("kalm", algo), "per_level": True}
+    policy_out.mkdir()
+    curves_out.mkdir()
+    for level in paths.NOVEL_LEVELS:
+        own = [e for e in imagined if e.level == level]
+        if len(own) < params.train.min_imagined:  # a few rollouts are memorised, not learnt (RESULTS.md)
+            metrics[level] = {"episodes": {"real": len(real), "imagined": len(own)}, "trained": False}
+            continue
+        metrics[level] = train_policies(params, "kalm", algo, real, own, policy_out / level, curves_out / level)
+    return metrics
+
+
 def without_seeds(metrics: dict[str, Any]) -> dict[str, Any]:
     """The metrics without their per-seed entries (for MLflow and the log)."""
     return {k: without_seeds(v) if isinstance(v, dict) else v for k, v in metrics.items() if k != "seeds"}
 
 
 def run(params: Params, variant: str, algo: str) -> dict[str, Any]:
-    """Train every seed of one variant x algo and write policies, learning curves and metrics. With
-    ``train.per_level`` the kalm variant trains one set of policies per novel level, on the offline episodes and that
-    level's imagined ones (the paper's protocol), in ``<policy dir>/<level>/seed<k>/``; a level with fewer than
-    ``train.min_imagined`` kept rollouts gets none, and `evaluate` scores it by the baseline's policies, which are
-    what training on the offline episodes alone gives."""
+    """Train every seed of one variant x algo and write policies, learning curves and metrics."""
     if variant not in paths.VARIANTS:
         raise ValueError(f"variant: {variant!r} is not one of {', '.join(paths.VARIANTS)}")
     if algo not in paths.ALGOS:
@@ -208,17 +223,7 @@ def run(params: Params, variant: str, algo: str) -> dict[str, Any]:
             atomic_path(paths.train_curves(variant, algo)) as curves_tmp,
         ):
             if variant == "kalm" and params.train.per_level:
-                metrics = {"policy": name, "per_level": True}
-                policy_tmp.mkdir()
-                curves_tmp.mkdir()
-                for level in paths.NOVEL_LEVELS:
-                    own = [e for e in imagined if e.level == level]
-                    if len(own) < params.train.min_imagined:  # too few to learn from: the baseline's policies
-                        metrics[level] = {"episodes": {"real": len(real), "imagined": len(own)}, "trained": False}
-                        continue
-                    metrics[level] = train_policies(
-                        params, variant, algo, real, own, policy_tmp / level, curves_tmp / level
-                    )
+                metrics = train_per_level(params, algo, real, imagined, policy_tmp, curves_tmp)
             else:
                 metrics = train_policies(params, variant, algo, real, imagined, policy_tmp, curves_tmp)
             write_json(paths.train_metrics(variant, algo), metrics)
