@@ -95,7 +95,7 @@ def main() -> None:
                     for lv, data in imagined.items():
                         if not data:
                             continue
-                        own = {x: levels[x] for x in (("train", lv) if lv == "rephrase" else (lv,))}
+                        own = {x: eps for x, eps in levels.items() if evaluate.scored_by(x) == lv}
                         scores = train_and_evaluate(run_params, "kalm", algo, real, data, own, embedder, out / lv)
                         for seed, per_level in scores.items():
                             seeds[seed].update(per_level)

@@ -146,7 +146,7 @@ def main() -> None:
                     # that level; the train level by the rephrase-level policy.
                     row = {}
                     for level in NOVEL_LEVELS:
-                        own = {lv: levels[lv] for lv in (("train", level) if level == "rephrase" else (level,))}
+                        own = {lv: eps for lv, eps in levels.items() if evaluate.scored_by(lv) == level}
                         data = [e for e in imagined if e.level == level]
                         row |= train_and_score(
                             params, algo, variant, real, data, own, embedder, Path(tmp) / name / level

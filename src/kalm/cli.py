@@ -163,10 +163,10 @@ def train(
     --algo's hyper-parameters).
     """
     metrics = _run("train", _load(params), variant.value, algo.value)
-    sets = {lv: metrics[lv] for lv in NOVEL_LEVELS if lv in metrics} if metrics.get("per_level") else {"": metrics}
+    sets = {lv: metrics[lv] for lv in NOVEL_LEVELS} if metrics.get("per_level") else {"": metrics}
     for level, m in sets.items():
         name = f"{metrics['policy']} {level}".rstrip()
-        if not m.get("seeds"):
+        if m.get("trained") is False:
             typer.echo(f"train {name}: {m['episodes']['imagined']} imagined episodes, too few: scored by the baseline")
             continue
         typer.echo(

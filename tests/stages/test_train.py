@@ -38,17 +38,13 @@ def write_inputs(episodes: list, imagined: bool = True) -> None:
             write_episodes(paths.imagined_episodes(level), imagined_from(episodes[:6], level))
 
 
-def one_policy_per_variant(params: Params) -> Params:
-    return params.model_copy(update={"train": params.train.model_copy(update={"per_level": False})})
-
-
 @pytest.mark.parametrize(("variant", "algo"), [("baseline", "bc"), ("kalm", "cql")])
 def test_train_writes_policies_curves_and_metrics(
     variant: str, algo: str, tiny_params: Params, tiny_episodes: list, mlflow_store: str
 ) -> None:
     write_inputs(tiny_episodes)
-    params = one_policy_per_variant(tiny_params)
-    params = params.model_copy(update={"train": params.train.model_copy(update={"seeds": 2})})
+    one_policy = {"seeds": 2, "per_level": False}
+    params = tiny_params.model_copy(update={"train": tiny_params.train.model_copy(update=one_policy)})
     metrics = train.run(params, variant, algo)
     assert json.loads(paths.train_metrics(variant, algo).read_text()) == metrics
     assert metrics["episodes"] == {"real": len(tiny_episodes), "imagined": 18 if variant == "kalm" else 0}
@@ -108,6 +104,21 @@ def test_kalm_with_no_imagined_rollouts_is_the_baseline(tiny_params: Params, tin
         train.train_policies(tiny_params, variant, "bc", tiny_episodes, [], out / "p", out / "c", False)
         weights.append((out / "p" / "seed0" / "policy.safetensors").read_bytes())
     assert weights[0] == weights[1]
+
+
+def test_cli_says_which_levels_got_policies(tiny_params_file: Path, tiny_episodes: list) -> None:
+    write_inputs(tiny_episodes[:20])
+    data = yaml.safe_load(tiny_params_file.read_text())
+    data["train"]["min_imagined"] = 7  # 6 rollouts per level, but 18 for one level below
+    tiny_params_file.write_text(yaml.safe_dump(data))
+    write_episodes(paths.imagined_episodes("easy"), imagined_from(tiny_episodes[:18], "easy"))
+    result = runner.invoke(app, ["train", "--variant", "kalm", "--algo", "bc", "--params", str(tiny_params_file)])
+    assert result.exit_code == 0, result.output
+    out = result.output  # the progress bars share lines with it: find the summaries, in order
+    rephrase = out.index("train kalm-bc rephrase: 6 imagined episodes, too few: scored by the baseline")
+    easy = out.index("train kalm-bc easy: 20 real + 18 imagined episodes, 1 seeds x 20 steps")
+    hard = out.index("train kalm-bc hard: 6 imagined episodes, too few: scored by the baseline")
+    assert rephrase < easy < hard
 
 
 def test_kalm_without_imagined_data_exits_1_naming_file_and_stage(tiny_params_file: Path, tiny_episodes: list) -> None:

@@ -157,7 +157,8 @@ def policy_seeds(variant: str, algo: str) -> dict[str | None, list[Path]]:
         seeds = sorted(parent.glob("seed*/"), key=lambda p: int(p.name.removeprefix("seed") or 0))
         if seeds:
             groups[group] = seeds
-    if not groups and not (folder.is_dir() and variant != "baseline"):
+    # An empty per-level folder is complete (atomic_path): every level had too few rollouts.
+    if not folder.is_dir() or (not groups and variant == "baseline"):
         raise FileNotFoundError(f"{folder}: no trained policies (made by `python cli.py train`)")
     return groups
 
