@@ -86,7 +86,7 @@ def curve(params: Params, episodes, base: Path, steps: int, every: int) -> list[
     set_seed(params.seed)
     dtype = torch.bfloat16 if bf16 and cfg.finetune == "lora" else torch.float32
     lm, tokenizer = build_trainable(ModelSpec.from_params(params, str(base)), dtype, params.seed, train_eps)
-    builder = sample_builder(tokenizer)
+    builder = sample_builder(tokenizer, lm)
     rng = seed_stream(params.seed, "ground.samples")
     samples = [s for _ in range(cfg.epochs) for e in train_eps for s in episode_samples(builder, e, rng)]
     batches = make_batches(samples, cfg.batch_size, tokenizer.pad_token_id, rng)

@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
 
     lm, tokenizer, what = load(args.model, args.base)
-    builder = sample_builder(tokenizer)
+    builder = sample_builder(tokenizer, lm)
     env = CLEVRRobotEnv()
     starts = np.stack([env.reset(seed=i)[0] for i in range(args.batch)])
     texts = [t for t, _ in shipped_suite("rephrase").expand()][: args.batch]

@@ -109,9 +109,10 @@ def ground(params: ParamsOption = Path("params.yaml")) -> None:
 
     Params: seed, env.max_episode_steps, llm.num_layers (0 = the whole LM; a cut LM loses its language: answer-token
     accuracy 1.6 % at 12 of 30 layers, for 2.2x the speed), llm.device and the ground section: ground.finetune,
-    ground.action_interface, ground.state_features, ground.lora_rank, ground.episodes, ground.epochs,
-    ground.batch_size, ground.lr, ground.numeric_lr, ground.head_lr, ground.precision, ground.diagnostic_episodes,
-    ... Training runs a fixed number of steps (episodes x epochs x ~4 samples / batch_size) on every machine.
+    ground.action_interface, ground.state_features, ground.state_slots, ground.lora_rank, ground.episodes,
+    ground.epochs, ground.batch_size, ground.lr, ground.numeric_lr, ground.head_lr, ground.precision,
+    ground.diagnostic_episodes, ... Training runs a fixed number of steps (episodes x epochs x ~4 samples /
+    batch_size) on every machine.
     """
     metrics = _run("ground", _load(params))
     if "explanation_accuracy" in metrics:  # only the main process of `accelerate launch` has the diagnostics

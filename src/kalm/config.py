@@ -65,11 +65,15 @@ class GroundConfig(_Section):
     action_interface: Literal["words", "table"] = Field(
         description="words: actions as the LM's colour + direction word vectors; table: Embedding(40) + Linear."
     )
-    state_features: Literal["linear", "fourier"] = Field(
-        description="State slot input: the coordinates (linear) or with their Fourier features."
+    state_features: Literal["linear", "fourier", "pairs", "relations"] = Field(
+        description="State slot input: the coordinates (linear), with their Fourier features, with every pair of "
+        "balls' offset and distance (pairs), or with which goal relations hold (relations)."
     )
     action_displacement: bool = Field(
         description="Residual state head adds each action's mean displacement (set from the training data)."
+    )
+    state_slots: Literal["one", "balls"] = Field(
+        description="A state as one position (all coordinates) or one per ball (its colour word + its coordinates)."
     )
     episodes: int = Field(ge=0, description="Offline episodes to train on (0 = all of the training split).")
     heldout_fraction: float = Field(gt=0.0, lt=1.0, description="Share of episodes held out for diagnostics.")
@@ -84,6 +88,14 @@ class GroundConfig(_Section):
     precision: Literal["auto", "bf16", "fp32"] = Field(description="auto: bf16 where the device supports it.")
     diagnostic_episodes: int = Field(gt=0, description="Held-out episodes used for the decoding diagnostics.")
     logging_steps: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GroundConfig:
+        if self.state_features in ("pairs", "relations") and self.state_slots == "balls":
+            raise ValueError(
+                f"state_features: {self.state_features} needs state_slots: one (a ball's own slot has no pairs)"
+            )
+        return self
 
 
 class ImagineConfig(_Section):

@@ -24,7 +24,7 @@ def test_curves_compare_configurations_at_equal_steps(
     argv = ["ground_curves.py", "--params", str(tiny_params_file), "--base", str(tiny_base)]
     argv += ["--episodes", str(episodes), "--steps", "4", "--every", "2"]
     argv += ["--config", "words:ground.action_displacement=false"]
-    argv += ["--config", "table:ground.action_interface=table,ground.state_features=fourier"]
+    argv += ["--config", "table:ground.action_interface=table,ground.state_features=fourier,ground.state_slots=balls"]
     monkeypatch.setattr(sys, "argv", argv)
     module.main()
     table = capsys.readouterr().out.split("4 steps, held-out diagnostics")[1]

@@ -21,16 +21,17 @@ from kalm.llm.model import (
     sample_builder,
     save_grounded,
 )
-from kalm.llm.prompts import SampleBuilder
 from kalm.llm.train import TrainSettings, train
 
 
-def builder_for(tokenizer) -> SampleBuilder:
-    return sample_builder(tokenizer)
-
-
 def trained(
-    tiny_base: Path, episodes: list, finetune: str, tmp_path: Path, steps_from: int = 6, actions: str = "table"
+    tiny_base: Path,
+    episodes: list,
+    finetune: str,
+    tmp_path: Path,
+    steps_from: int = 6,
+    actions: str = "table",
+    state_slots: str = "one",
 ):
     spec = ModelSpec(
         base_dir=str(tiny_base),
@@ -40,9 +41,10 @@ def trained(
         lora_alpha=8,
         action_interface=actions,
         state_features="fourier" if actions == "words" else "linear",
+        state_slots=state_slots,
     )
     lm, tokenizer = build_trainable(spec, torch.float32, seed=0)
-    builder = builder_for(tokenizer)
+    builder = sample_builder(tokenizer, lm)
     rng = np.random.default_rng(0)
     samples = [s for e in episodes[:steps_from] for s in episode_samples(builder, e, rng)]
     batches = make_batches(samples, 4, tokenizer.pad_token_id, rng)
@@ -56,18 +58,25 @@ def changed(lm, before) -> dict[str, bool]:
     return {n: not torch.equal(before[n], p.detach()) for n, p in lm.named_parameters()}
 
 
-NUMERIC_TENSORS = {"table": 7, "words": 10}  # words: colour / push vectors in and out, the bias and the scale
+# words: colour / push vectors in and out, the bias and the scale; ball slots: the balls' colour vectors
+NUMERIC_TENSORS = {("table", "one"): 7, ("words", "one"): 10, ("words", "balls"): 11}
 
 
-@pytest.mark.parametrize("actions", ["table", "words"])
-def test_lora_training_changes_lora_and_numeric_modules_only(tiny_base, tiny_episodes, tmp_path, actions) -> None:
-    _, lm, _, _, before, recorder = trained(tiny_base, tiny_episodes, "lora", tmp_path, actions=actions)
+@pytest.mark.parametrize("actions, state_slots", list(NUMERIC_TENSORS))
+def test_lora_training_changes_lora_and_numeric_modules_only(
+    tiny_base, tiny_episodes, tmp_path, actions, state_slots
+) -> None:
+    _, lm, _, _, before, recorder = trained(
+        tiny_base, tiny_episodes, "lora", tmp_path, actions=actions, state_slots=state_slots
+    )
     diff = changed(lm, before)
     trainable = {n for n, p in lm.named_parameters() if p.requires_grad}
     lora = {n for n in trainable if "lora_B" in n}
     numeric = {n for n in trainable if "kalm_numeric.modules_to_save" in n}
     assert lora and all(diff[n] for n in lora)
-    assert len(numeric) == NUMERIC_TENSORS[actions] and all(diff[n] for n in numeric), {n: diff[n] for n in numeric}
+    assert len(numeric) == NUMERIC_TENSORS[actions, state_slots] and all(diff[n] for n in numeric), {
+        n: diff[n] for n in numeric
+    }
     assert not any(diff[n] for n in diff if n not in trainable)  # the frozen base stays as it was
     assert {"state_loss", "action_loss", "token_loss"} <= {k for row in recorder.rows for k in row}
 
@@ -76,7 +85,7 @@ def test_full_finetuning_trains_every_weight(tiny_base, tiny_episodes, tmp_path)
     _, lm, _, _, before, _ = trained(tiny_base, tiny_episodes, "full", tmp_path)
     diff = changed(lm, before)
     numeric = [n for n in diff if n.startswith("kalm_numeric.")]
-    assert len(numeric) == NUMERIC_TENSORS["table"] and all(diff[n] for n in numeric)
+    assert len(numeric) == NUMERIC_TENSORS["table", "one"] and all(diff[n] for n in numeric)
     assert sum(diff.values()) >= len(diff) - 1  # every tensor (the unused placeholder rows aside) moved
 
 
@@ -100,28 +109,36 @@ from kalm.llm.model import load_grounded, sample_builder
 from tests.llm.test_model import outputs
 lm, tok, meta = load_grounded(sys.argv[1], base_dir=sys.argv[2])
 states = np.array(json.loads(sys.argv[3]), dtype=np.float32)
-print(json.dumps(outputs(lm, sample_builder(tok), tok.pad_token_id, states).tolist()))
+print(json.dumps(outputs(lm, sample_builder(tok, lm), tok.pad_token_id, states).tolist()))
 """
 
 
 @pytest.mark.parametrize(
-    "finetune, actions", [("lora", "words"), ("lora", "table"), pytest.param("full", "words", marks=pytest.mark.slow)]
+    "finetune, actions, state_slots",
+    [
+        ("lora", "words", "one"),
+        ("lora", "table", "one"),
+        ("lora", "words", "balls"),
+        pytest.param("full", "words", "one", marks=pytest.mark.slow),
+    ],
 )
-def test_save_load_round_trip_in_a_fresh_process(tiny_base, tiny_episodes, tmp_path, finetune, actions) -> None:
+def test_save_load_round_trip_in_a_fresh_process(
+    tiny_base, tiny_episodes, tmp_path, finetune, actions, state_slots
+) -> None:
     """Next states and action logits: identical after a reload here and in a fresh process."""
     spec, lm, tokenizer, builder, _, _ = trained(
-        tiny_base, tiny_episodes, finetune, tmp_path, steps_from=3, actions=actions
+        tiny_base, tiny_episodes, finetune, tmp_path, steps_from=3, actions=actions, state_slots=state_slots
     )
     out = tmp_path / "grounded"
     save_grounded(lm, tokenizer, out, spec, {"backbone": "tiny"})
     meta = json.loads((out / "kalm.json").read_text())
     assert meta["finetune"] == finetune and meta["obs_dim"] == 10 and meta["n_actions"] == 40
-    assert meta["action_interface"] == actions
+    assert meta["action_interface"] == actions and meta["state_slots"] == state_slots
     states = np.stack([e.observations[0] for e in tiny_episodes[:5]])
     lm.eval()
     in_memory = outputs(lm, builder, tokenizer.pad_token_id, states)
     reloaded, tok2, _ = load_grounded(out, base_dir=tiny_base)
-    here = outputs(reloaded, builder_for(tok2), tok2.pad_token_id, states)
+    here = outputs(reloaded, sample_builder(tok2, reloaded), tok2.pad_token_id, states)
     fresh = subprocess.run(
         [sys.executable, "-c", OUTPUTS, str(out), str(tiny_base), json.dumps(states.tolist())],
         capture_output=True,
@@ -142,7 +159,7 @@ def test_untrained_word_actions_start_near_uniform(tiny_base, tiny_episodes) -> 
 
     spec = ModelSpec(base_dir=str(tiny_base), num_layers=0, finetune="lora", action_interface="words")
     lm, tokenizer = build_trainable(spec, torch.float32, seed=0)
-    builder = builder_for(tokenizer)
+    builder = sample_builder(tokenizer, lm)
     samples = [builder.generation(e.instruction, normalise(e.observations), e.actions) for e in tiny_episodes[:8]]
     batch = collate(samples, tokenizer.pad_token_id)
     with torch.no_grad():
@@ -158,7 +175,7 @@ def test_rollout_generation_stops_at_success(tiny_base, tiny_episodes) -> None:
     spec = ModelSpec(base_dir=str(tiny_base), num_layers=0, finetune="lora")
     lm, tokenizer = build_trainable(spec, torch.float32, seed=0)
     lm.eval()
-    builder = builder_for(tokenizer)
+    builder = sample_builder(tokenizer, lm)
     starts = np.stack([e.observations[0] for e in tiny_episodes[:3]])
     calls = []
 
@@ -187,7 +204,8 @@ def test_s0_from_the_prompt_is_scored_only_by_the_absolute_head(tiny_base, tiny_
     with torch.no_grad():
         numeric_of(lm).state_out.weight.normal_(0, 0.1)
     episode = next(e for e in tiny_episodes if e.success)
-    sample = builder_for(tokenizer).generation(episode.instruction, normalise(episode.observations), episode.actions)
+    builder = sample_builder(tokenizer, lm)
+    sample = builder.generation(episode.instruction, normalise(episode.observations), episode.actions)
     batch = collate([sample], tokenizer.pad_token_id)
     moved = {k: v.clone() for k, v in batch.items()}
     first_slot = int(torch.nonzero(batch["kinds"][0] != 0)[0])

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from kalm.llm.batches import collate, make_batches
-from kalm.llm.numeric import anchor_states, denormalise, normalise
-from kalm.llm.prompts import ACTION, IGNORE, STATE, TEXT, SampleBuilder
+from kalm.llm.numeric import NumericIO, anchor_states, denormalise, normalise
+from kalm.llm.prompts import ACTION, BALL, IGNORE, STATE, TEXT, SampleBuilder
 
 STATE_ID, ACTION_ID, EOS = 1000, 1001, 2
 
@@ -38,6 +39,65 @@ def test_generation_layout_and_targets() -> None:
     assert tokenize("Instruction: Push the red ball left the blue ball.\nTrajectory:")[-5:] == list(
         s.input_ids[slots[0] - 5 : slots[0]]
     )
+
+
+def test_ball_slots_give_each_state_a_position_per_ball_and_predict_from_the_last() -> None:
+    balls = SampleBuilder(tokenize, STATE_ID, ACTION_ID, EOS, ball_slots=True)
+    s = balls.generation("Push the red ball left the blue ball", STATES, ACTIONS)
+    one_state = [BALL, BALL + 1, BALL + 2, BALL + 3, STATE]
+    slots = np.flatnonzero(s.kinds != TEXT)
+    assert list(s.kinds[slots]) == one_state + [ACTION] + one_state + [ACTION] + one_state + [ACTION] + one_state
+    assert set(s.input_ids[s.kinds >= BALL]) == {STATE_ID}
+    for t, start in enumerate(slots[::6]):  # every ball position of s_t carries the whole s_t
+        np.testing.assert_array_equal(s.state_inputs[start : start + 5], np.repeat(STATES[t : t + 1], 5, axis=0))
+    # a_t is read from s_t's last ball (its STATE slot), s_t+1 from a_t's slot, as with one slot per state.
+    np.testing.assert_array_equal(s.action_targets[s.kinds == STATE][:3], ACTIONS)
+    assert list(np.flatnonzero(s.action_targets != IGNORE)) == list(np.flatnonzero(s.kinds == STATE)[:3])
+    assert list(np.flatnonzero(s.state_mask)) == [slots[0] - 1, *np.flatnonzero(s.kinds == ACTION)]
+    np.testing.assert_array_equal(anchor_states(*map(torch.from_numpy, (s.kinds.astype(np.int64), s.state_inputs)))
+                                  [torch.from_numpy(s.kinds == ACTION)].numpy(), STATES[:3])  # fmt: skip
+
+
+def test_a_ball_slot_reads_its_own_colour_and_coordinates_only() -> None:
+    colours = torch.randn(5, 8)
+    numeric = NumericIO(8, word_vectors=(colours, torch.zeros(8, 8)), state_slots="balls")
+    kinds = torch.tensor([[BALL, BALL + 1, BALL + 2, BALL + 3, STATE]])
+    state = torch.from_numpy(STATES[:1]).expand(5, 10)[None]
+    moved = state.clone()
+    moved[..., 4:6] += 0.5  # ball 2's (x, y)
+    tokens = torch.zeros(1, 5, 8)
+    a, b = (numeric.embed(tokens, kinds, x, torch.zeros(1, 5, dtype=torch.long))[0] for x in (state, moved))
+    assert [not torch.equal(a[i], b[i]) for i in range(5)] == [False, False, True, False, False]
+    with torch.no_grad():
+        numeric.state_in.weight.zero_()
+    at_zero = numeric.embed(tokens, kinds, state, torch.zeros(1, 5, dtype=torch.long))[0]
+    torch.testing.assert_close(at_zero, colours)  # without the coordinate map: the colour words, in colour order
+
+
+def test_pair_features_are_every_pairs_offset_and_distance() -> None:
+    from kalm.llm.numeric import slot_features
+
+    states = torch.from_numpy(STATES[:2])
+    features = slot_features(states, "pairs")
+    assert features.shape == (2, 10 + 10 * 2 + 10)  # coordinates, 10 pairs' (dx, dy), their distances
+    balls = STATES[:2].reshape(2, 5, 2)
+    np.testing.assert_allclose(features[:, 10:12].numpy(), balls[:, 0] - balls[:, 1], atol=1e-6)  # red - blue
+    np.testing.assert_allclose(features[:, 28:30].numpy(), balls[:, 3] - balls[:, 4], atol=1e-6)  # purple - cyan
+    np.testing.assert_allclose(features[:, 39].numpy(), np.linalg.norm(balls[:, 3] - balls[:, 4], axis=-1), atol=1e-6)
+    assert NumericIO(8, state_features="pairs").state_in.in_features == 40
+
+
+def test_relation_features_are_the_goals_own_relation_test() -> None:
+    from kalm.llm.numeric import slot_features
+    from kalm.tasks.goals import relation_holds
+    from kalm.tasks.world import COLOURS, DIRECTIONS
+
+    raw = np.array([0.0, 0.0, 0.0, 0.3, 0.3, 0.0, -0.3, 0.0, 0.0, -0.3], dtype=np.float32)  # red amid the others
+    features = slot_features(torch.from_numpy(normalise(raw[None])), "relations")[0, 10:].numpy()
+    pairs = [(s, d) for s in COLOURS for d in COLOURS if s != d]
+    expected = [relation_holds(raw, s, d, k) for s, d in pairs for k in DIRECTIONS]
+    assert features.tolist() == [float(x) for x in expected] and sum(expected) == 8  # red-x and x-red, 4 each
+    assert features[DIRECTIONS.index("front")] == 1.0  # red is in front of blue (blue at +y: behind red)
 
 
 def test_dynamics_and_terminal_predict_from_the_last_position() -> None:

@@ -101,7 +101,8 @@ def test_grounded_model_loads_without_unpickling(
     name = "model.layers.0.self_attn.q_proj.weight"  # LoRA merged into the base weights
     assert not torch.allclose(lm.state_dict()[name].float(), base[name].float())
     states = np.stack([e.observations[0] for e in tiny_episodes[:4]])
-    predicted = predict_next_states(lm, sample_builder(tokenizer), tokenizer.pad_token_id, states, np.arange(4) % 40)
+    builder = sample_builder(tokenizer, lm)
+    predicted = predict_next_states(lm, builder, tokenizer.pad_token_id, states, np.arange(4) % 40)
     assert predicted.shape == states.shape and np.isfinite(predicted).all()
     assert not np.allclose(predicted, states)  # the trained head, not the zero-initialised "nothing moves" one
 

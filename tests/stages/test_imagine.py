@@ -22,17 +22,18 @@ from kalm.stages import ground, imagine
 from kalm.tasks import parse_goal
 
 
-@pytest.fixture(scope="module")
-def lively_lm(tiny_base: Path):
-    """The tiny model with random (not zero) heads, so actions differ and balls move in generated rollouts."""
-    spec = ModelSpec(base_dir=str(tiny_base), num_layers=0, finetune="lora")
+@pytest.fixture(scope="module", params=["one", "balls"])
+def lively_lm(tiny_base: Path, request):
+    """The tiny model with random (not zero) heads, so actions differ and balls move in generated rollouts; a state
+    as one slot, or one per ball (a state then appends five positions while decoding)."""
+    spec = ModelSpec(base_dir=str(tiny_base), num_layers=0, finetune="lora", state_slots=request.param)
     lm, tokenizer = build_trainable(spec, torch.float32, seed=0)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for head in (numeric_of(lm).state_out, numeric_of(lm).action_out):
             head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * 0.05)
     lm.eval()
-    builder = sample_builder(tokenizer)
+    builder = sample_builder(tokenizer, lm)
     return lm, tokenizer, builder
 
 

@@ -54,6 +54,14 @@ def test_bad_params_name_the_key(data: object, message: str) -> None:
     assert "\n" not in str(err.value) and str(err.value).startswith("params.yaml: ")
 
 
+@pytest.mark.parametrize("features", ["pairs", "relations"])
+def test_pair_features_need_one_slot_per_state(features: str) -> None:
+    data = mutate("ground.state_features", features)
+    data["ground"]["state_slots"] = "balls"
+    with pytest.raises(ConfigError, match=rf"ground\.state_features: {features} needs state_slots: one"):
+        parse_params(data, "params.yaml")
+
+
 def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("seed: [0\n")

@@ -14,7 +14,7 @@ import torch
 from kalm.llm.batches import collate
 from kalm.llm.model import backbone_of, embed, numeric_of
 from kalm.llm.numeric import denormalise, normalise
-from kalm.llm.prompts import ACTION, STATE, TEXT, Sample, SampleBuilder
+from kalm.llm.prompts import ACTION, STATE, TEXT, Sample, SampleBuilder, state_kinds
 
 
 def _left_pad(samples: Sequence[Sample], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -92,18 +92,22 @@ class Decoder:
         self.mask, self.next_position, self.hidden = self.mask[index], self.next_position[index], self.hidden[index]
 
     def append(self, kind: int, tokens=None, states=None, actions=None) -> torch.Tensor:
-        """Feed one text token, state or action per row; returns the new last hidden states (B, H)."""
+        """Feed one text token, action or state per row (a state is one position per ball with ball slots);
+        returns the new last hidden states (B, H)."""
         n = self.mask.shape[0]
         device = self.mask.device
+        n_slots = self.numeric.obs_dim // 2 if kind == STATE and self.numeric.ball_slots else 1
+        width = n_slots if kind == STATE else 1
+        kinds = torch.tensor(state_kinds(n_slots) if kind == STATE else [kind], device=device).expand(n, width)
         tokens = tokens if tokens is not None else torch.zeros(n, dtype=torch.long, device=device)
-        token_emb = self.lm.get_input_embeddings()(tokens[:, None])
-        kinds = torch.full((n, 1), kind, dtype=torch.long, device=device)
+        token_emb = self.lm.get_input_embeddings()(tokens[:, None].expand(n, width))
         states = states if states is not None else torch.zeros(n, self.numeric.obs_dim, device=device)
         actions = actions if actions is not None else torch.zeros(n, dtype=torch.long, device=device)
-        embeds = self.numeric.embed(token_emb, kinds, states[:, None], actions[:, None])
-        self.mask = torch.cat([self.mask, torch.ones(n, 1, dtype=self.mask.dtype, device=device)], dim=1)
-        self.hidden = self._run(embeds, self.next_position)
-        self.next_position = self.next_position + 1
+        states, actions = states[:, None].expand(n, width, -1), actions[:, None].expand(n, width)
+        embeds = self.numeric.embed(token_emb, kinds, states, actions)
+        self.mask = torch.cat([self.mask, torch.ones(n, width, dtype=self.mask.dtype, device=device)], dim=1)
+        self.hidden = self._run(embeds, self.next_position + torch.arange(width, device=device))
+        self.next_position = self.next_position + width
         return self.hidden
 
 

@@ -40,6 +40,7 @@ class ModelSpec:
     action_interface: str = "table"  # words | table
     state_features: str = "linear"  # linear | fourier
     action_displacement: bool = False  # residual head adds each action's mean displacement
+    state_slots: str = "one"  # one | balls (a position per ball)
 
     @classmethod
     def from_params(cls, params, base_dir: str) -> ModelSpec:
@@ -56,6 +57,7 @@ class ModelSpec:
             action_interface=cfg.action_interface,
             state_features=cfg.state_features,
             action_displacement=cfg.action_displacement,
+            state_slots=cfg.state_slots,
         )
 
     @classmethod
@@ -144,15 +146,17 @@ def new_numeric(lm: nn.Module, tokenizer: Any, spec: ModelSpec) -> NumericIO:
     embed_std = float(lm.get_input_embeddings().weight.detach().float().std())
     final_norm = getattr(backbone_of(lm), "norm", None)
     hidden_norm = float(final_norm.weight.detach().float().norm()) if final_norm is not None else 1.0
+    needs_words = spec.action_interface == "words" or spec.state_slots == "balls"
     return NumericIO(
         lm.config.hidden_size,
         residual_state=spec.residual_state,
         embed_std=embed_std,
         action_interface=spec.action_interface,
         state_features=spec.state_features,
-        word_vectors=word_vectors(lm, tokenizer) if spec.action_interface == "words" else None,
+        word_vectors=word_vectors(lm, tokenizer) if needs_words else None,
         hidden_norm=hidden_norm,
         action_displacement=spec.action_displacement,
+        state_slots=spec.state_slots,
     ).float()
 
 
@@ -186,11 +190,18 @@ def hidden_states(lm: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor
     return out.last_hidden_state
 
 
-def sample_builder(tokenizer: Any) -> SampleBuilder:
-    """The SampleBuilder of a grounded model's tokenizer (its placeholder tokens, EOS ending answers)."""
+def sample_builder(tokenizer: Any, lm: nn.Module) -> SampleBuilder:
+    """The SampleBuilder of a grounded model: its tokenizer's placeholder tokens, EOS ending answers, and its
+    numeric modules' state layout (one slot per state or one per ball)."""
     state_id, action_id = placeholder_ids(tokenizer)
+    numeric = numeric_of(lm)
     return SampleBuilder(
-        lambda text: tokenizer(text, add_special_tokens=False)["input_ids"], state_id, action_id, tokenizer.eos_token_id
+        lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
+        state_id,
+        action_id,
+        tokenizer.eos_token_id,
+        obs_dim=numeric.obs_dim,
+        ball_slots=numeric.ball_slots,
     )
 
 

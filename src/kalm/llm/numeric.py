@@ -9,7 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from kalm.tasks.world import COLOURS, N_ACTIONS, OBS_DIM, PUSH_WORDS, WALLS_HIGH, WALLS_LOW
+from kalm.llm.prompts import ACTION, BALL, STATE
+from kalm.tasks.goals import relation_holds_batch
+from kalm.tasks.world import COLOURS, DIRECTIONS, N_ACTIONS, OBS_DIM, PUSH_WORDS, WALLS_HIGH, WALLS_LOW
 
 # States map to [-1, 1] between the wall planes.
 _CENTRE = np.tile((np.array(WALLS_HIGH) + np.array(WALLS_LOW)) / 2, OBS_DIM // 2).astype(np.float32)
@@ -27,7 +29,8 @@ def denormalise(states: np.ndarray) -> np.ndarray:
 
 
 ACTION_INTERFACES = ("words", "table")
-STATE_FEATURES = ("linear", "fourier")
+STATE_FEATURES = ("linear", "fourier", "pairs", "relations")
+STATE_SLOTS = ("one", "balls")
 FOURIER_BANDS = 4  # sin / cos of pi * 2^k * x, k < 4: wavelengths from the workbench down to 1/8 of it
 # One real transition's change of a coordinate, normalised (RMS 0.107 over all coordinates of the legible data's
 # transitions; measured in README "Grounding"). The residual head predicts changes in these units, so the state
@@ -40,16 +43,38 @@ WORD_LOGIT_COSINE_SCALE = 10.0
 
 
 def slot_features(states: torch.Tensor, kind: str) -> torch.Tensor:
-    """The state slot's input: the normalised coordinates, plus their Fourier features (``fourier``)."""
+    """The state slot's input: the normalised coordinates, plus their Fourier features (``fourier``) or, for every
+    pair of balls, their offset and distance (``pairs``: a goal relation is an offset between two balls)."""
     states = states.float()
     if kind == "linear":
         return states
+    if kind == "relations":
+        return torch.cat([states, relation_features(states)], dim=-1)
+    if kind == "pairs":
+        balls = states.unflatten(-1, (-1, 2))
+        first, second = torch.triu_indices(balls.shape[-2], balls.shape[-2], 1, device=states.device)
+        offsets = balls[..., first, :] - balls[..., second, :]
+        return torch.cat([states, offsets.flatten(-2), offsets.norm(dim=-1)], dim=-1)
     angles = states[..., None] * (torch.pi * 2.0 ** torch.arange(FOURIER_BANDS, device=states.device))
     return torch.cat([states, angles.sin().flatten(-2), angles.cos().flatten(-2)], dim=-1)
 
 
+def relation_features(states: torch.Tensor) -> torch.Tensor:
+    """(..., 5 * 4 * 4): for every ordered pair of balls (src, dst) and direction, whether the goal relation "src
+    ``direction`` of dst" holds (the goals' own test, ``relation_holds_batch``), as 0 / 1. Inputs only: no gradient."""
+    balls = denormalise(states.detach().cpu().numpy()).reshape(*states.shape[:-1], -1, 2)
+    n = balls.shape[-2]
+    pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
+    bits = [relation_holds_batch(balls[..., i, :], balls[..., j, :], d) for i, j in pairs for d in DIRECTIONS]
+    return torch.from_numpy(np.stack(bits, axis=-1).astype(np.float32)).to(states.device)
+
+
 def _feature_dim(obs_dim: int, kind: str) -> int:
-    return obs_dim if kind == "linear" else obs_dim * (1 + 2 * FOURIER_BANDS)
+    n_balls = obs_dim // 2
+    n_pairs = n_balls * (n_balls - 1) // 2
+    extra = {"linear": 0, "fourier": 2 * FOURIER_BANDS * obs_dim, "pairs": 3 * n_pairs,
+             "relations": 2 * n_pairs * len(DIRECTIONS)}[kind]  # fmt: skip
+    return obs_dim + extra
 
 
 def word_vectors(lm: nn.Module, tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,7 +139,9 @@ class NumericIO(nn.Module):
     "anchor"; zero before the first state), in units of ``RESIDUAL_SCALE``, so "nothing moves" is the starting
     point rather than something the LM must learn to copy through all its layers. ``residual_state=False`` is the
     paper's absolute head. ``action_interface``: ``table`` is the paper's Embedding(40) + Linear head, ``words``
-    the LM's own colour and direction words (``word_vectors``: (5, H) colours, (8, H) pushes).
+    the LM's own colour and direction words (``word_vectors``: (5, H) colours, (8, H) pushes). ``state_slots``:
+    ``one`` position per state reading all coordinates, or ``balls``: one per ball (``prompts.BALL``), each its
+    colour word plus the map of its own coordinates.
     """
 
     def __init__(
@@ -129,13 +156,20 @@ class NumericIO(nn.Module):
         word_vectors: tuple[torch.Tensor, torch.Tensor] | None = None,
         hidden_norm: float = 1.0,
         action_displacement: bool = False,
+        state_slots: str = "one",
     ):
         super().__init__()
         self.residual_state = residual_state
         self.state_feature_kind = state_features
         self.obs_dim, self.n_actions = obs_dim, n_actions
-        features = _feature_dim(obs_dim, state_features)
+        self.ball_slots = state_slots == "balls"
+        features = _feature_dim(2 if self.ball_slots else obs_dim, state_features)
         self.state_in = nn.Linear(features, hidden_size)
+        if self.ball_slots:
+            # A ball's slot is its colour word (a trainable copy of the LM's embedding) plus the map of its own
+            # (x, y): the LM reads "red" at the place where the red ball is, as it reads the colour in the text.
+            colours = word_vectors[0] if word_vectors is not None else torch.zeros(obs_dim // 2, hidden_size)
+            self.ball_colour = nn.Parameter(colours.detach().float().clone())
         self.state_out = nn.Linear(hidden_size, obs_dim)
         # Slots start at the scale of the LM's token embeddings (``embed_std``), or the LM barely sees them;
         # normalised coordinates have E[x^2] ~ 1/3, Fourier features 1/2.
@@ -170,11 +204,20 @@ class NumericIO(nn.Module):
     def embed(
         self, token_embeds: torch.Tensor, kinds: torch.Tensor, states: torch.Tensor, actions: torch.Tensor
     ) -> torch.Tensor:
-        """Replace the embeddings at state (kind 1) and action (kind 2) slots by the numeric inputs."""
-        state_emb = self.state_in(slot_features(states, self.state_feature_kind)).to(token_embeds.dtype)
+        """Replace the embeddings at state (STATE, BALL + i) and action (ACTION) slots by the numeric inputs."""
+        state_emb = self._state_embeds(kinds, states).to(token_embeds.dtype)
         action_emb = self.action_in(actions).to(token_embeds.dtype)
-        kinds = kinds[..., None]
-        return torch.where(kinds == 1, state_emb, torch.where(kinds == 2, action_emb, token_embeds))
+        is_state = ((kinds == STATE) | (kinds >= BALL))[..., None]
+        return torch.where(is_state, state_emb, torch.where(kinds[..., None] == ACTION, action_emb, token_embeds))
+
+    def _state_embeds(self, kinds: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        if not self.ball_slots:
+            return self.state_in(slot_features(states, self.state_feature_kind))
+        n_balls = self.obs_dim // 2
+        ball = torch.where(kinds == STATE, n_balls - 1, (kinds - BALL).clamp(0, n_balls - 1))
+        index = ball[..., None, None].expand(*ball.shape, 1, 2)
+        xy = states.unflatten(-1, (n_balls, 2)).gather(-2, index).squeeze(-2)
+        return self.ball_colour[ball] + self.state_in(slot_features(xy, self.state_feature_kind))
 
     def predict_state(
         self, hidden: torch.Tensor, anchor: torch.Tensor, action: torch.Tensor | None = None
@@ -202,7 +245,7 @@ class NumericIO(nn.Module):
         self.displacement.weight.copy_(torch.from_numpy(mean).float())
 
 
-def latest_actions(kinds: torch.Tensor, action_inputs: torch.Tensor, action_kind: int = 2) -> torch.Tensor:
+def latest_actions(kinds: torch.Tensor, action_inputs: torch.Tensor, action_kind: int = ACTION) -> torch.Tensor:
     """For each position, the input of the latest action slot at or before it (-1 where there is none)."""
     length = kinds.shape[-1]
     positions = torch.arange(length, device=kinds.device).expand_as(kinds)
@@ -211,7 +254,7 @@ def latest_actions(kinds: torch.Tensor, action_inputs: torch.Tensor, action_kind
     return torch.where(latest >= 0, gathered, torch.full_like(gathered, -1))
 
 
-def anchor_states(kinds: torch.Tensor, state_inputs: torch.Tensor, state_kind: int = 1) -> torch.Tensor:
+def anchor_states(kinds: torch.Tensor, state_inputs: torch.Tensor, state_kind: int = STATE) -> torch.Tensor:
     """For each position, the input of the latest state slot at or before it (zero where there is none)."""
     length = kinds.shape[-1]
     positions = torch.arange(length, device=kinds.device).expand_as(kinds)

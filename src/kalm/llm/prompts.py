@@ -1,9 +1,10 @@
 """The four SFT patterns of KALM (`reference/kalm-method.md` §4.3) as token / slot layouts.
 
 A sample is a sequence of positions. Each position holds a text token, a state slot (its embedding comes from
-the state input map) or an action slot (from the action embedding table). Targets sit on the position whose
-hidden state predicts them (next-element prediction): the state head reads s_0 from the last prompt token,
-a_t from s_t's slot and s_t+1 from a_t's slot; text targets are ordinary next-token labels.
+the state input map; with ball slots one position per ball) or an action slot (from the action embedding table).
+Targets sit on the position whose hidden state predicts them (next-element prediction): the state head reads s_0
+from the last prompt token, a_t from s_t's (last) slot and s_t+1 from a_t's slot; text targets are ordinary
+next-token labels.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 TEXT, STATE, ACTION = 0, 1, 2
+# With ball slots (``SampleBuilder(ball_slots=True)``) a state is one position per ball, in colour order: kind
+# BALL + i for balls 0 .. n-2, and STATE for the last ball, the position that predicts the action as a one-slot
+# state's does. Every one of them carries the whole state in ``state_inputs`` (the anchor of the state head).
+BALL = 3
 PATTERNS: tuple[str, ...] = ("generation", "dynamics", "terminal", "explanation")
 STATE_TOKEN = "<|state|>"
 ACTION_TOKEN = "<|action|>"
@@ -30,13 +35,18 @@ EXPLANATION_PROMPT = "Translate the state/action trajectory to textual instructi
 EXPLANATION_ANSWER = "\nInstruction:"
 
 
+def state_kinds(n_slots: int) -> list[int]:
+    """The kinds of one state's positions: one STATE slot, or BALL + i per ball with STATE for the last ball."""
+    return [BALL + i for i in range(n_slots - 1)] + [STATE]
+
+
 @dataclass
 class Sample:
     """One SFT sample: per-position token ids, slot kinds, numeric inputs and targets (all length L)."""
 
     pattern: int
     input_ids: np.ndarray  # (L,) int64; placeholder ids at slots
-    kinds: np.ndarray  # (L,) int8: TEXT, STATE, ACTION
+    kinds: np.ndarray  # (L,) int8: TEXT, STATE, ACTION, BALL + i
     state_inputs: np.ndarray  # (L, 10) float32, normalised; zero where not a state slot
     action_inputs: np.ndarray  # (L,) int64; 0 where not an action slot
     state_targets: np.ndarray  # (L, 10) float32, normalised
@@ -52,13 +62,17 @@ class SampleBuilder:
     """Builds samples from normalised states, action ids and instructions with one tokenizer.
 
     ``tokenize(text) -> list[int]`` must not add special tokens; ``state_id`` / ``action_id`` are the
-    placeholder token ids; ``eos_id`` ends explanation answers.
+    placeholder token ids; ``eos_id`` ends explanation answers. ``ball_slots``: a state is one position per ball
+    (``BALL``), else one position.
     """
 
-    def __init__(self, tokenize, state_id: int, action_id: int, eos_id: int, obs_dim: int = 10):
+    def __init__(
+        self, tokenize, state_id: int, action_id: int, eos_id: int, obs_dim: int = 10, ball_slots: bool = False
+    ):
         self.tokenize = tokenize
         self.state_id, self.action_id, self.eos_id = state_id, action_id, eos_id
         self.obs_dim = obs_dim
+        self.state_kinds = state_kinds(obs_dim // 2 if ball_slots else 1)
 
     def _assemble(self, pattern: int, parts: list) -> Sample:
         """``parts``: ("text", str) | ("state", vec) | ("action", int) | ("answer", str); targets added later."""
@@ -83,11 +97,12 @@ class SampleBuilder:
                 states.extend([zero] * len(tokens))
                 actions.extend([0] * len(tokens))
             elif kind == "state":
-                ids.append(self.state_id)
-                kinds.append(STATE)
-                states.append(np.asarray(value, dtype=np.float32))
-                actions.append(0)
-                labels.append(IGNORE)
+                width = len(self.state_kinds)
+                ids.extend([self.state_id] * width)
+                kinds.extend(self.state_kinds)
+                states.extend([np.asarray(value, dtype=np.float32)] * width)
+                actions.extend([0] * width)
+                labels.extend([IGNORE] * width)
             else:
                 ids.append(self.action_id)
                 kinds.append(ACTION)

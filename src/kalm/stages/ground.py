@@ -85,7 +85,7 @@ def run(params: Params) -> dict[str, Any]:
     device, bf16, main = processes(params)
     train_eps, held = training_split(params)
     spec, lm, tokenizer = build_model(params, train_eps, device, bf16)
-    builder = sample_builder(tokenizer)
+    builder = sample_builder(tokenizer, lm)
     samples, batches = training_batches(params, builder, train_eps, tokenizer.pad_token_id)
     metrics: dict[str, Any] = {
         "train_episodes": len(train_eps),

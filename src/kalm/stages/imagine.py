@@ -186,7 +186,7 @@ def run(params: Params) -> dict[str, Any]:
     torch.manual_seed(params.seed)
     lm, tokenizer, _ = load_grounded(paths.GROUNDED_MODEL, base_dir=paths.BASE_MODEL, dtype=dtype)
     lm.to(device)
-    builder = sample_builder(tokenizer)
+    builder = sample_builder(tokenizer, lm)
     limit = dynamics_limit(offline)
     env = CLEVRRobotEnv(render_mode="rgb_array", max_episode_steps=params.env.max_episode_steps)
     counts = {"rephrase": params.imagine.rephrase, "easy": params.imagine.easy, "hard": params.imagine.hard}
