@@ -29,6 +29,13 @@ def test_the_mlp_fits_the_goals_it_is_trained_on(tiny_episodes: list) -> None:
     assert untrained["goal"] < 0.5
 
 
+def test_the_rule_ceiling_counts_the_relations_that_turn_true(tiny_episodes: list) -> None:
+    """Ground truth: the goal always turns true at a successful episode's last step, so the pick is never zero."""
+    expected, unique, n = load_script().rule_ceiling(tiny_episodes)
+    assert n == sum(e.success and "direction" in e.goal for e in tiny_episodes) > 0
+    assert 0.0 < unique <= expected <= 1.0
+
+
 def test_table_rows_per_size_and_features(
     tiny_params_file: Path, tiny_episodes: list, tmp_path: Path, monkeypatch, capsys
 ) -> None:

@@ -30,7 +30,6 @@ def denormalise(states: np.ndarray) -> np.ndarray:
 
 ACTION_INTERFACES = ("words", "table")
 STATE_FEATURES = ("linear", "fourier", "pairs", "relations")
-STATE_SLOTS = ("one", "balls")
 FOURIER_BANDS = 4  # sin / cos of pi * 2^k * x, k < 4: wavelengths from the workbench down to 1/8 of it
 # One real transition's change of a coordinate, normalised (RMS 0.107 over all coordinates of the legible data's
 # transitions; measured in README "Grounding"). The residual head predicts changes in these units, so the state
@@ -43,8 +42,9 @@ WORD_LOGIT_COSINE_SCALE = 10.0
 
 
 def slot_features(states: torch.Tensor, kind: str) -> torch.Tensor:
-    """The state slot's input: the normalised coordinates, plus their Fourier features (``fourier``) or, for every
-    pair of balls, their offset and distance (``pairs``: a goal relation is an offset between two balls)."""
+    """The state slot's input: the normalised coordinates, plus their Fourier features (``fourier``), every pair of
+    balls' offset and distance (``pairs``: a goal relation is an offset between two balls), or which goal relations
+    hold (``relations``)."""
     states = states.float()
     if kind == "linear":
         return states
