@@ -38,7 +38,7 @@ class ModelSpec:
     lora_targets: str = "all-linear"
     residual_state: bool = True
     action_interface: str = "table"  # words | table
-    state_features: str = "linear"  # linear | fourier
+    state_features: str = "linear"  # linear | fourier | pairs | relations
     action_displacement: bool = False  # residual head adds each action's mean displacement
     state_slots: str = "one"  # one | balls (a position per ball)
 
