@@ -37,15 +37,18 @@ from kalm.tasks.world import COLOURS, DIRECTIONS
 HEADS = {"source": len(COLOURS), "reference": len(COLOURS), "direction": len(DIRECTIONS)}
 
 
+def relation_episodes(episodes):
+    """(episode, goal) of the successful episodes whose goal is a relation (source, reference, direction)."""
+    for e in episodes:
+        goal = parse_goal(json.loads(e.goal)) if e.success else None
+        if hasattr(goal, "direction"):
+            yield e, goal
+
+
 def dataset(episodes, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, F) features of s_0, s_T-1, s_T and (N, 3) goal ids (source, reference, direction) of successful episodes."""
     rows, goals = [], []
-    for e in episodes:
-        if not e.success:
-            continue
-        goal = parse_goal(json.loads(e.goal))
-        if not hasattr(goal, "direction"):
-            continue
+    for e, goal in relation_episodes(episodes):
         states = torch.from_numpy(normalise(e.observations[[0, -2, -1]]))
         rows.append(slot_features(states, kind).flatten())
         goals.append([COLOURS.index(goal.src), COLOURS.index(goal.dst), DIRECTIONS.index(goal.direction)])
@@ -56,10 +59,7 @@ def rule_ceiling(episodes) -> tuple[float, float, int]:
     """(expected accuracy of a uniform pick among the relations of the last pushed ball that turn true at the last
     step, share of episodes where that relation is the only one, episodes) over successful relation episodes."""
     expected, unique, n = 0.0, 0, 0
-    for e in episodes:
-        goal = parse_goal(json.loads(e.goal)) if e.success else None
-        if not hasattr(goal, "direction"):
-            continue
+    for e, goal in relation_episodes(episodes):
         prev, last, src = e.observations[-2], e.observations[-1], COLOURS[int(e.actions[-1]) // 8]
         turned = [(src, dst, d) for dst in COLOURS if dst != src for d in DIRECTIONS
                   if relation_holds(last, src, dst, d) and not relation_holds(prev, src, dst, d)]  # fmt: skip
@@ -109,11 +109,12 @@ def main() -> None:
     print(f"true at the last step is the goal {expected:.3f} of the time; the only one in {unique:.3f}\n")
     print("| features | train episodes | successful | source | reference | direction | whole goal |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
+    kinds = ("linear", "pairs", "relations")
+    held_out = {kind: dataset(held, kind) for kind in kinds}  # the same for every training size
     for n in args.episodes or [params.ground.episodes]:
-        for kind in ("linear", "pairs", "relations"):
+        for kind in kinds:
             x, y = dataset(train[:n] if n else train, kind)
-            hx, hy = dataset(held, kind)
-            acc = accuracies(fit(x, y, args.steps, params.seed), hx, hy)
+            acc = accuracies(fit(x, y, args.steps, params.seed), *held_out[kind])
             cells = " | ".join(f"{acc[k]:.3f}" for k in (*HEADS, "goal"))
             print(f"| {kind} | {n or len(train)} | {len(x)} | {cells} |", flush=True)
 

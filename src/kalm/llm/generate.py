@@ -96,9 +96,8 @@ class Decoder:
         returns the new last hidden states (B, H)."""
         n = self.mask.shape[0]
         device = self.mask.device
-        n_slots = self.numeric.obs_dim // 2 if kind == STATE and self.numeric.ball_slots else 1
-        width = n_slots if kind == STATE else 1
-        kinds = torch.tensor(state_kinds(n_slots) if kind == STATE else [kind], device=device).expand(n, width)
+        width = self.numeric.obs_dim // 2 if kind == STATE and self.numeric.ball_slots else 1
+        kinds = torch.tensor(state_kinds(width) if kind == STATE else [kind], device=device).expand(n, width)
         tokens = tokens if tokens is not None else torch.zeros(n, dtype=torch.long, device=device)
         token_emb = self.lm.get_input_embeddings()(tokens[:, None].expand(n, width))
         states = states if states is not None else torch.zeros(n, self.numeric.obs_dim, device=device)
