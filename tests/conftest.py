@@ -26,7 +26,18 @@ DATA = Path(__file__).resolve().parent / "data"
 TINY_OVERRIDES = {
     "collect": {"episodes": 12},
     "llm": {"backbone": "tiny", "num_layers": 0},
-    "ground": {"episodes": 10, "epochs": 1, "batch_size": 4, "diagnostic_episodes": 3, "logging_steps": 1},
+    "ground": {
+        "episodes": 10,
+        "epochs": 1,
+        "batch_size": 4,
+        "diagnostic_episodes": 3,
+        "logging_steps": 1,
+        "head_episodes": 4,
+        "head_steps": 20,
+        "world_steps": 20,
+        "head_units": [16],
+        "policy_episodes": 3,
+    },
     "imagine": {"rephrase": 4, "easy": 4, "hard": 2, "batch_size": 4, "render": 1},
     "train": {"seeds": 1, "steps": 20, "steps_per_epoch": 10, "min_imagined": 1},
     "evaluate": {"episodes": 3, "easy_episodes": 4, "render": 1},
@@ -110,3 +121,23 @@ def tiny_episodes(tmp_path_factory: pytest.TempPathFactory) -> list:
 
     params = parse_params({**tiny_params_dict(), "collect": {"episodes": 24, "epsilon": 0.1, "policy": "legible"}})
     return collect_episodes(params, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_grounded(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, tiny_episodes: list) -> Path:
+    """A folder holding models/base and models/grounded of the `ground` stage on tiny params (fitted heads
+    included), made once per test run."""
+    from kalm import paths
+    from kalm.data import write_episodes
+    from kalm.stages import ground
+
+    root = tmp_path_factory.mktemp("grounded")
+    here = os.getcwd()
+    os.chdir(root)
+    try:
+        shutil.copytree(tiny_base, paths.BASE_MODEL)
+        write_episodes(paths.OFFLINE_EPISODES, tiny_episodes)
+        ground.run(parse_params({**tiny_params_dict(), "tracking": {"enabled": False, "experiment": "kalm"}}))
+    finally:
+        os.chdir(here)
+    return root

@@ -112,7 +112,10 @@ def ground(params: ParamsOption = Path("params.yaml")) -> None:
     ground.action_interface, ground.state_features, ground.state_slots, ground.lora_rank, ground.episodes,
     ground.epochs, ground.batch_size, ground.lr, ground.numeric_lr, ground.head_lr, ground.precision,
     ground.diagnostic_episodes, ... Training runs a fixed number of steps (episodes x epochs x ~4 samples /
-    batch_size) on every machine.
+    batch_size) on every machine. With ground.heads: mlp, the LM is then frozen and an action head on [hidden state,
+    s_t] is fitted on ground.head_episodes episodes run once through it, and a world model on (s_t, a_t, previous
+    step) on every training transition (ground.head_steps, ground.world_steps, ground.head_units). policy_success:
+    the LLM acting in the real env on ground.policy_episodes held-out episodes.
     """
     metrics = _run("ground", _load(params))
     if "explanation_accuracy" in metrics:  # only the main process of `accelerate launch` has the diagnostics
@@ -120,7 +123,8 @@ def ground(params: ParamsOption = Path("params.yaml")) -> None:
             f"ground: action accuracy {metrics['action_accuracy']:.3f}, named ball {metrics['named_ball_rate']:.3f}, "
             f"explanation accuracy {metrics['explanation_accuracy']:.3f}, dynamics MSE "
             f"{metrics['dynamics_mse']:.5f} (copy {metrics['dynamics_mse_copy_baseline']:.5f}), generation match "
-            f"{metrics['generation_match_rate']:.3f} (untrained {metrics['untrained']['generation_match_rate']:.3f})"
+            f"{metrics['generation_match_rate']:.3f} (untrained {metrics['untrained']['generation_match_rate']:.3f}), "
+            f"as a policy {metrics['policy_success']:.3f} (untrained {metrics['untrained']['policy_success']:.3f})"
         )
 
 
@@ -196,13 +200,15 @@ def evaluate(
     """Success per level of every trained policy -> metrics/eval.json, plots/, reports/ (or --suite ... --out).
 
     Reads: models/policies/<variant>-<algo>/seed<k>/ of every variant x algo (train), the goal encoder each policy
-    names, the goal suites of the package (with --suite: those files instead).
+    names, the goal suites of the package (with --suite: those files instead), models/grounded/ (ground: the LLM
+    itself acting as a policy, the "llm" row).
 
     Writes: metrics/eval.json, plots/eval_success.csv, reports/eval_success.png, reports/eval/ (image strips); with
     --suite only the --out file.
 
     Params: seed, env.max_episode_steps, goals.holdout_fraction, evaluate.episodes, evaluate.easy_episodes,
-    evaluate.render, train.threads, collect.policy (the behaviour row: the scripted policy on the same episodes).
+    evaluate.render, train.threads, collect.policy (the behaviour row: the scripted policy on the same episodes),
+    llm.device and ground.precision (the llm row).
     """
     loaded = _load(params)
     if not suite:

@@ -76,6 +76,19 @@ class GroundConfig(_Section):
         description="A state as one position (all coordinates) or one per ball (its colour word + its coordinates)."
     )
     episodes: int = Field(ge=0, description="Offline episodes to train on (0 = all of the training split).")
+    heads: Literal["mlp", "linear"] = Field(
+        description="mlp: after the SFT, with the LM frozen, fit an action head on [hidden state, s_t] and a world "
+        "model on (s_t, a_t, previous step) over many offline episodes; linear: the SFT's own heads (the paper's)."
+    )
+    head_episodes: int = Field(
+        gt=0, description="mlp: offline episodes run once through the frozen LM (forward only) for the action head."
+    )
+    head_steps: int = Field(gt=0, description="mlp: Adam steps (batch 256) fitting the action head.")
+    world_steps: int = Field(gt=0, description="mlp: Adam steps (batch 256) fitting the world model (state head).")
+    head_units: list[int] = Field(description="mlp: hidden widths of both heads, ReLU ([]: linear on the same inputs).")
+    policy_episodes: int = Field(
+        gt=0, description="Held-out episodes the LLM plays as a policy in the real env (policy_success)."
+    )
     heldout_fraction: float = Field(gt=0.0, lt=1.0, description="Share of episodes held out for diagnostics.")
     epochs: int = Field(gt=0, description="Passes over the training episodes (phrasings re-sampled each pass).")
     batch_size: int = Field(gt=0)
@@ -91,6 +104,8 @@ class GroundConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> GroundConfig:
+        if any(u <= 0 for u in self.head_units):
+            raise ValueError(f"head_units: {self.head_units} must all be positive")
         if self.state_features in ("pairs", "relations") and self.state_slots == "balls":
             raise ValueError(
                 f"state_features: {self.state_features} needs state_slots: one (a ball's own slot has no pairs)"

@@ -116,5 +116,5 @@ def test_stages_depend_on_their_upstream_outputs() -> None:
         "ground": {"base_model", "collect"},
         "imagine": {"base_model", "collect", "ground"},
         **{name: {"collect", "imagine"} for name in policies},
-        "evaluate": policies,
+        "evaluate": policies | {"base_model", "ground"},  # the grounded LLM is scored as a policy too
     }

@@ -51,8 +51,11 @@ def trained_policies(tmp_path_factory: pytest.TempPathFactory, tiny_episodes: li
 
 
 @pytest.fixture
-def policies(trained_policies: Path) -> None:
+def policies(trained_policies: Path, tiny_grounded: Path) -> None:
+    """The trained policies and the grounded LLM (scored as a policy too) in place."""
     shutil.copytree(trained_policies, paths.POLICIES)
+    for folder in (paths.BASE_MODEL, paths.GROUNDED_MODEL):
+        shutil.copytree(tiny_grounded / folder, folder)
 
 
 @pytest.fixture
@@ -92,8 +95,10 @@ def test_evaluate_writes_metrics_plots_and_reports(policies: None, short: Params
         assert entry["novel_mean"] == pytest.approx(np.mean([entry[lv] for lv in levels[1:]]), abs=1e-4)
         assert all(lo <= entry[lv] <= hi for lv, (lo, hi) in entry["ci95"].items())
         assert entry["seeds"]["seed0"]["train"] == entry["train"]
+    llm = metrics[evaluate.LLM_ROW]  # the grounded LLM as a policy, on the same episodes
+    assert set(llm["seeds"]) == {"seed0"} and all(0.0 <= llm[lv] <= 1.0 for lv in ("train", "rephrase", "easy", "hard"))
     rows = paths.EVAL_SUCCESS.read_text().splitlines()
-    assert rows[0] == "policy,level,success,label" and len(rows) == 1 + 16
+    assert rows[0] == "policy,level,success,label" and len(rows) == 1 + 20
     assert paths.EVAL_CHART.stat().st_size > 0
     [run] = mlflow.search_runs(experiment_names=["kalm"], output_format="list")
     assert run.data.metrics["kalm-cql.novel_mean"] == metrics["kalm-cql"]["novel_mean"]

@@ -61,6 +61,12 @@ def test_ground_writes_model_metrics_and_loss_curve(grounded: dict, tiny_params:
     assert metrics["dynamics_mse"] > 0 and metrics["dynamics_mse_copy_baseline"] > 0
     # Untrained, the residual head is the action displacement set from the training episodes, not the copy.
     assert metrics["untrained"]["dynamics_mse"] != pytest.approx(metrics["dynamics_mse_copy_baseline"], rel=1e-3)
+    # The fitted heads (ground.heads: mlp) are saved with the model; the SFT's own heads' figures stay on record.
+    assert (paths.GROUNDED_MODEL / "heads.safetensors").is_file() and meta["heads"] == "mlp"
+    assert set(metrics["sft_heads"]) == set(ground.HEAD_METRICS)
+    assert metrics["heads"]["state_loss"] < metrics["heads"]["state_loss_before"]
+    assert metrics["heads"]["action_episodes"] == 4 and metrics["heads"]["state_transitions"] > 0
+    assert 0.0 <= metrics["policy_success"] <= 1.0 and 0.0 <= metrics["untrained"]["policy_success"] <= 1.0
     rows = list(csv.DictReader(paths.GROUND_LOSS.open()))
     assert len(rows) == metrics["steps_done"] and all(np.isfinite(float(r["loss"])) for r in rows)
     [run] = mlflow.search_runs(experiment_names=["kalm"], output_format="list")
@@ -111,3 +117,25 @@ def test_ground_refuses_missing_inputs(tiny_params: Params, mlflow_store: str) -
     with pytest.raises(ValueError, match=r"episodes\.parquet: missing \(made by `python cli.py collect`\)"):
         ground.run(tiny_params)
     assert not paths.GROUNDED_MODEL.exists()
+
+
+def test_policy_success_scores_a_scripted_policy_high_and_a_constant_one_near_zero(
+    tiny_params: Params, tiny_episodes: list
+) -> None:
+    """The closed-loop score of metrics/ground.json policy_success, on held-out-style episodes (their instruction,
+    goal and first scene)."""
+    from kalm.tasks import parse_goal
+    from kalm.tasks.behaviour import legible_action
+    from kalm.tasks.world import COLOURS
+
+    params = tiny_params.model_copy(update={"ground": tiny_params.ground.model_copy(update={"policy_episodes": 20})})
+
+    def scripted(states, episodes):
+        return np.array([legible_action(s, parse_goal(e.goal)) for s, e in zip(states, episodes, strict=True)])
+
+    def constant(states, episodes):  # always the same push of a ball the goal does not name
+        named = [{parse_goal(e.goal).src, parse_goal(e.goal).dst} for e in episodes]
+        return np.array([8 * next(i for i, c in enumerate(COLOURS) if c not in n) for n in named])
+
+    assert ground.policy_success(scripted, tiny_episodes, params) >= 0.8
+    assert ground.policy_success(constant, tiny_episodes, params) <= 0.1

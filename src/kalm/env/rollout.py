@@ -4,10 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from kalm.env.clevr import CLEVRRobotEnv
+
+CHUNK = 128  # environments stepped together by ``rollout_success``
+
+
+@dataclass(frozen=True)
+class EvalEpisode:
+    """One evaluation episode: instruction, goal spec and initial ball positions (5, 2)."""
+
+    instruction: str
+    goal: dict[str, Any]
+    positions: np.ndarray
+
+
+Chooser = Callable[[np.ndarray, Sequence[EvalEpisode]], np.ndarray]
+"""Actions (n,) for the states (n, 10) of n evaluation episodes stepped together."""
 
 
 @dataclass
@@ -71,6 +87,26 @@ def play_batch(
                 active[i] = False
                 success[i] = bool(info["is_success"])
     return success
+
+
+def rollout_success(choose: Chooser, episodes: Sequence[EvalEpisode], max_steps: int) -> np.ndarray:
+    """Success (bool per episode), stepping up to ``CHUNK`` environments with one ``choose`` call per step."""
+    envs = [CLEVRRobotEnv(max_episode_steps=max_steps) for _ in range(min(CHUNK, len(episodes)))]
+    success = []
+    for start in range(0, len(episodes), CHUNK):
+        chunk = episodes[start : start + CHUNK]
+        starts = [
+            env.reset(options={"goal": e.goal, "positions": e.positions})[0]
+            for env, e in zip(envs, chunk, strict=False)
+        ]
+
+        def choose_rows(states: np.ndarray, rows: np.ndarray, chunk=chunk) -> np.ndarray:
+            return choose(states, [chunk[i] for i in rows])
+
+        success.append(play_batch(envs[: len(chunk)], np.stack(starts), choose_rows))
+    for env in envs:
+        env.close()
+    return np.concatenate(success) if success else np.zeros(0, dtype=bool)
 
 
 def render_states(env: CLEVRRobotEnv, states: np.ndarray, max_frames: int = 8) -> np.ndarray:

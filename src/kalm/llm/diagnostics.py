@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from kalm.data import Episode
-from kalm.llm.generate import explain, generate_rollouts, predict_next_states
-from kalm.llm.numeric import normalise
+from kalm.llm.generate import choose_actions, explain, generate_rollouts, predict_next_states
+from kalm.llm.heads import heads_of
+from kalm.llm.numeric import denormalise, normalise
 from kalm.llm.prompts import SampleBuilder
 from kalm.tasks import parse_goal
 from kalm.tasks.language import parse_instruction
@@ -18,18 +19,32 @@ from kalm.tasks.world import COLOURS, DIRECTIONS, is_plausible
 
 
 def held_out_transitions(episodes: Sequence[Episode], n: int, rng: np.random.Generator):
-    """Up to ``n`` (s_t, a_t, s_t+1) drawn without replacement from the episodes' transitions."""
+    """Up to ``n`` (s_t, a_t, s_t+1, a_t-1, s_t-1) drawn without replacement from the episodes' transitions (raw
+    states; a_t-1 = -1 and s_t-1 = s_t at an episode's first step)."""
     pairs = [(e, t) for e in episodes for t in range(e.length)]
     picks = rng.choice(len(pairs), size=min(n, len(pairs)), replace=False)
-    states = np.stack([pairs[i][0].observations[pairs[i][1]] for i in picks])
-    actions = np.array([pairs[i][0].actions[pairs[i][1]] for i in picks], dtype=np.int64)
-    nxt = np.stack([pairs[i][0].observations[pairs[i][1] + 1] for i in picks])
-    return states, actions, nxt
+    at = [pairs[i] for i in picks]
+    states = np.stack([e.observations[t] for e, t in at])
+    actions = np.array([e.actions[t] for e, t in at], dtype=np.int64)
+    nxt = np.stack([e.observations[t + 1] for e, t in at])
+    prev_actions = np.array([e.actions[t - 1] if t else -1 for e, t in at], dtype=np.int64)
+    prev_states = np.stack([e.observations[max(t - 1, 0)] for e, t in at])
+    return states, actions, nxt, prev_actions, prev_states
 
 
-def dynamics_metrics(lm, builder: SampleBuilder, pad_id: int, states, actions, next_states) -> dict[str, float]:
-    """Mean squared error of the predicted next state (raw units) and of the copy baseline s' = s."""
-    predicted = predict_next_states(lm, builder, pad_id, states, actions)
+def dynamics_metrics(
+    lm, builder: SampleBuilder, pad_id: int, states, actions, next_states, prev_actions, prev_states
+) -> dict[str, float]:
+    """Mean squared error of the predicted next state (raw units) and of the copy baseline s' = s: the fitted world
+    model (reading the previous step, as in a rollout) where the model has one, else the dynamics pattern."""
+    heads = heads_of(lm)
+    if heads is None:
+        predicted = predict_next_states(lm, builder, pad_id, states, actions)
+    else:
+        t = lambda x: torch.from_numpy(np.asarray(x))  # noqa: E731
+        with torch.no_grad():
+            norm = heads.next_state(t(normalise(states)), t(actions), t(prev_actions), t(normalise(prev_states)))
+        predicted = denormalise(norm.numpy())
     return {
         "dynamics_mse": float(np.mean((predicted - next_states) ** 2)),
         "dynamics_mse_copy_baseline": float(np.mean((states - next_states) ** 2)),
@@ -81,7 +96,7 @@ def teacher_forced_metrics(lm, builder: SampleBuilder, tokenizer, episodes: Sequ
     - ``heldout_loss``: the training loss on these generation and explanation samples (mean over batches).
     """
     from kalm.llm.batches import collate
-    from kalm.llm.model import compute_losses, hidden_states, numeric_of
+    from kalm.llm.model import compute_losses, hidden_states
 
     device = next(lm.parameters()).device
     colour_ids, direction_ids = _word_ids(tokenizer, COLOURS), _word_ids(tokenizer, DIRECTIONS)
@@ -98,7 +113,7 @@ def teacher_forced_metrics(lm, builder: SampleBuilder, tokenizer, episodes: Sequ
         batch = {k: v.to(device) for k, v in collate([s for _, s in part], tokenizer.pad_token_id).items()}
         hidden = hidden_states(lm, batch)
         hits["loss"].append(float(compute_losses(lm, batch, hidden)["loss"]))
-        logits = numeric_of(lm).action_out(hidden.float()).argmax(-1)
+        logits = choose_actions(lm, hidden, batch["state_inputs"])
         words = lm.get_output_embeddings()(hidden).float().argmax(-1)
         for row, (src, _) in enumerate(part):
             targets, labels = batch["action_targets"][row], batch["labels"][row]

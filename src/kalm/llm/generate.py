@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from kalm.llm.batches import collate
+from kalm.llm.heads import heads_of
 from kalm.llm.model import backbone_of, embed, numeric_of
 from kalm.llm.numeric import denormalise, normalise
 from kalm.llm.prompts import ACTION, STATE, TEXT, Sample, SampleBuilder, state_kinds
@@ -114,6 +115,24 @@ def _device(lm) -> torch.device:
     return next(lm.parameters()).device
 
 
+def choose_actions(lm, hidden: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+    """Greedy a_t from the hidden states of s_t's slot (B, H) and s_t (B, 10, normalised): the fitted action head
+    where the model has one (``ground.heads: mlp``), else the SFT's own."""
+    heads = heads_of(lm)
+    if heads is not None:
+        return heads.action_logits(hidden, states.to(hidden.device)).argmax(-1)
+    return numeric_of(lm).action_out(hidden.float()).argmax(-1)
+
+
+def next_states(lm, hidden, states, actions, prev_actions, prev_states) -> torch.Tensor:
+    """s_t+1 (normalised) from the hidden state of a_t's slot, s_t, a_t and the previous step (a_t-1: -1 none):
+    the fitted world model where the model has one, else the SFT's state head."""
+    heads = heads_of(lm)
+    if heads is not None:
+        return heads.next_state(states, actions, prev_actions, prev_states)
+    return numeric_of(lm).predict_state(hidden, states, actions)
+
+
 Rollout = tuple[np.ndarray, np.ndarray, bool]
 SuccessTest = Callable[[int, np.ndarray, int, np.ndarray], bool]
 
@@ -139,12 +158,12 @@ def generate_rollouts(
     limits = np.broadcast_to(np.asarray(max_steps, dtype=np.int64), (n,))
     samples = [builder.generation_prompt(i, normalise(s)) for i, s in zip(instructions, initial_states, strict=True)]
     decoder = Decoder(lm, samples, pad_id)
-    numeric = numeric_of(lm)
     states = [[np.asarray(s, dtype=np.float32)] for s in initial_states]
     actions: list[list[int]] = [[] for _ in range(n)]
     done = limits <= 0
     success = np.zeros(n, dtype=bool)
     current = torch.from_numpy(normalise(np.asarray(initial_states))).to(decoder.hidden.device)
+    previous, prev_action = current, torch.full((n,), -1, dtype=torch.long, device=current.device)
     active = np.arange(n)  # the original row of each decoder row
     for step in range(int(limits.max(initial=0))):
         if done[active].any():  # finished rows leave the batch: the rest decode faster
@@ -152,10 +171,11 @@ def generate_rollouts(
             if not len(still):
                 break
             decoder.keep(still)
-            active, current = active[still], current[torch.as_tensor(still, device=current.device)]
-        action = numeric.action_out(decoder.hidden.float()).argmax(-1)
+            rows = torch.as_tensor(still, device=current.device)
+            active, current, previous, prev_action = active[still], current[rows], previous[rows], prev_action[rows]
+        action = choose_actions(lm, decoder.hidden, current)
         hidden = decoder.append(ACTION, actions=action)
-        next_norm = numeric.predict_state(hidden, current, action)
+        next_norm = next_states(lm, hidden, current, action, prev_action, previous).float()
         next_raw = denormalise(next_norm.cpu().numpy())
         for i, row in enumerate(active):
             a = int(action[i])
@@ -167,7 +187,7 @@ def generate_rollouts(
                 done[row] = True
         if done.all():
             break
-        current = next_norm
+        previous, prev_action, current = current, action, next_norm
         decoder.append(STATE, states=next_norm)
     return [
         (np.stack(s), np.asarray(a, dtype=np.int16), bool(ok))
@@ -191,7 +211,6 @@ def generate_rollout_uncached(
     from kalm.llm.model import hidden_states
 
     device = _device(lm)
-    numeric = numeric_of(lm)
     states = [normalise(np.asarray(initial_state))]
     raw = [np.asarray(initial_state, dtype=np.float32)]
     actions: list[int] = []
@@ -203,11 +222,13 @@ def generate_rollout_uncached(
         return hidden_states(lm, batch)[:, -1]
 
     for _ in range(max_steps):
-        action = int(numeric.action_out(last_hidden().float()).argmax(-1))
+        current = torch.from_numpy(states[-1][None]).to(device)
+        action = int(choose_actions(lm, last_hidden(), current)[0])
+        prev_action = torch.tensor([actions[-1] if actions else -1], device=device)
+        previous = torch.from_numpy(states[-2 if len(states) > 1 else -1][None]).to(device)
         actions.append(action)
-        anchor = torch.from_numpy(states[-1][None]).to(device)
         action_t = torch.tensor([action], device=device)
-        next_norm = numeric.predict_state(last_hidden(), anchor, action_t).cpu().numpy()[0]
+        next_norm = next_states(lm, last_hidden(), current, action_t, prev_action, previous).float().cpu().numpy()[0]
         states.append(next_norm)
         raw.append(denormalise(next_norm))
         if is_success is not None and is_success(raw[-2], action, raw[-1]):

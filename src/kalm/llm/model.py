@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kalm.llm.heads import HEADS_FILE, FittedHeads, attach, heads_of
 from kalm.llm.numeric import NumericIO, anchor_states, latest_actions, word_vectors
 from kalm.llm.prompts import ACTION_TOKEN, STATE, STATE_TOKEN, SampleBuilder
 
@@ -265,6 +266,10 @@ def save_grounded(lm: nn.Module, tokenizer: Any, out_dir: Path, spec: ModelSpec,
         numeric = {k: v.detach().contiguous() for k, v in numeric_of(lm).state_dict().items()}
         save_file(numeric, str(out_dir / NUMERIC_FILE))
     tokenizer.save_pretrained(out_dir)
+    heads = heads_of(lm)
+    if heads is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}, str(out_dir / HEADS_FILE))
+        extra = {**extra, "heads": "mlp", "head_units": heads.units}
     meta = {
         "obs_dim": numeric_of(lm).obs_dim,
         "n_actions": numeric_of(lm).n_actions,
@@ -302,5 +307,9 @@ def load_grounded(model_dir: str | Path, base_dir: str | Path | None = None, dty
         lm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
         setattr(lm, NUMERIC, new_numeric(lm, tokenizer, spec))
         numeric_of(lm).load_state_dict(load_file(str(model_dir / NUMERIC_FILE)))
+    if meta.get("heads") == "mlp":
+        heads = FittedHeads(lm.config.hidden_size, meta["head_units"])
+        heads.load_state_dict(load_file(str(model_dir / HEADS_FILE)))
+        attach(lm, heads.eval())
     lm.eval()
     return lm, tokenizer, meta

@@ -16,8 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import numpy as np
 from kalm import paths
 from kalm.config import Params
 from kalm.data import atomic_path, write_json
+from kalm.env.rollout import Chooser, EvalEpisode, rollout_success
 from kalm.figures import bar_chart, save_strip
 from kalm.seeds import seed_stream
 from kalm.stats import summarise, wilson
@@ -42,19 +42,10 @@ from kalm.tasks.world import NOVEL_LEVELS
 from kalm.tracking import log_artifact, log_metrics, stage_run
 
 STAGE = "evaluate"
+LLM_ROW = "llm"  # the grounded LLM itself acting in the env, beside the trained policies
 log = logging.getLogger(__name__)
-CHUNK = 128  # environments stepped together
 STRIP_FRAMES = 8
 RENDER_SIZE = 160
-
-
-@dataclass(frozen=True)
-class EvalEpisode:
-    """One evaluation episode: instruction, goal spec and initial ball positions (5, 2)."""
-
-    instruction: str
-    goal: dict[str, Any]
-    positions: np.ndarray
 
 
 def level_tasks(level: str, params: Params) -> list[tuple[str, dict[str, Any]]]:
@@ -97,10 +88,6 @@ def suite_episodes(suite: Suite, params: Params, index: int) -> list[EvalEpisode
     return make_episodes(list(suite.expand()), n, seed_stream(params.seed, "evaluate.suite", index))
 
 
-Chooser = Callable[[np.ndarray, Sequence[EvalEpisode]], np.ndarray]
-"""Actions (n,) for the states (n, 10) of n evaluation episodes stepped together."""
-
-
 def policy_chooser(algo: Any, embeddings: dict[str, np.ndarray]) -> Chooser:
     """A trained policy's greedy actions: the state followed by the embedding of the episode's instruction."""
     from kalm.rl.algos import greedy_actions
@@ -122,29 +109,6 @@ def behaviour_chooser(policy: str) -> Chooser:
         return np.array([act(s, parse_goal(e.goal)) for s, e in zip(states, episodes, strict=True)])
 
     return choose
-
-
-def rollout_success(choose: Chooser, episodes: Sequence[EvalEpisode], max_steps: int) -> np.ndarray:
-    """Success (bool per episode), stepping up to ``CHUNK`` environments with one ``choose`` call per step."""
-    from kalm.env import CLEVRRobotEnv
-    from kalm.env.rollout import play_batch
-
-    envs = [CLEVRRobotEnv(max_episode_steps=max_steps) for _ in range(min(CHUNK, len(episodes)))]
-    success = []
-    for start in range(0, len(episodes), CHUNK):
-        chunk = episodes[start : start + CHUNK]
-        starts = [
-            env.reset(options={"goal": e.goal, "positions": e.positions})[0]
-            for env, e in zip(envs, chunk, strict=False)
-        ]
-
-        def choose_rows(states: np.ndarray, rows: np.ndarray, chunk=chunk) -> np.ndarray:
-            return choose(states, [chunk[i] for i in rows])
-
-        success.append(play_batch(envs[: len(chunk)], np.stack(starts), choose_rows))
-    for env in envs:
-        env.close()
-    return np.concatenate(success) if success else np.zeros(0, dtype=bool)
 
 
 def policy_seeds(variant: str, algo: str) -> dict[str | None, list[Path]]:
@@ -238,6 +202,25 @@ def evaluate_policies(
     return results
 
 
+def evaluate_llm(params: Params, levels: dict[str, list[EvalEpisode]]) -> dict[str, dict[str, np.ndarray]]:
+    """The grounded LLM as a policy (the paper's Fig. 5 "LLM as policy") on the same episodes as the policies:
+    ``{"seed0": {level: success per episode}}`` (greedy, so one run)."""
+    import torch
+
+    from kalm.llm.device import resolve_bf16, resolve_device
+    from kalm.llm.model import load_grounded, sample_builder
+    from kalm.llm.policy import LLMPolicy
+
+    device = resolve_device(params.llm.device)
+    dtype = torch.bfloat16 if resolve_bf16(params.ground.precision, device) else torch.float32
+    lm, tokenizer, _ = load_grounded(paths.GROUNDED_MODEL, base_dir=paths.BASE_MODEL, dtype=dtype)
+    choose = LLMPolicy(lm.to(device), sample_builder(tokenizer, lm), tokenizer.pad_token_id)
+    steps = params.env.max_episode_steps
+    success = {level: rollout_success(choose, episodes, steps) for level, episodes in levels.items()}
+    log.info("evaluate llm: %s", {lv: s.mean() for lv, s in success.items()})
+    return {"seed0": success}
+
+
 def evaluate_behaviour(params: Params, levels: dict[str, list[EvalEpisode]]) -> dict[str, Any]:
     """The scripted behaviour policy, greedy, on the levels whose goals it can pursue (relations): the ceiling of
     what the offline data teaches, on the same episodes as the policies."""
@@ -283,11 +266,14 @@ def run(params: Params) -> dict[str, Any]:
     for variant in paths.VARIANTS:
         for algo in paths.ALGOS:
             policy_seeds(variant, algo)  # fail on missing policies before any work
+    if not (paths.GROUNDED_MODEL / "kalm.json").is_file():
+        raise FileNotFoundError(f"{paths.GROUNDED_MODEL}: missing (made by `python cli.py ground`)")
     with stage_run(STAGE, params, sections=("env", "collect", "evaluate")):
         levels = level_episodes(params)
         with atomic_path(paths.EVAL_REPORTS) as render_tmp:
             render_tmp.mkdir(parents=True)
             results = evaluate_policies(params, levels, render_dir=render_tmp)
+        results[LLM_ROW] = evaluate_llm(params, levels)
         summary = summarise(results, list(levels))
         behaviour = evaluate_behaviour(params, levels)
         metrics = {**summary, "behaviour": behaviour, "episodes": {lv: len(e) for lv, e in levels.items()}}

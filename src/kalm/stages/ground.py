@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import logging
 import tempfile
 import time
@@ -28,6 +29,9 @@ from kalm.tracking import log_metrics, stage_run
 
 STAGE = "ground"
 log = logging.getLogger(__name__)
+# What the fitted heads change (metrics/ground.json keeps the SFT's own under "sft_heads").
+HEAD_METRICS = ("action_accuracy", "named_ball_rate", "dynamics_mse", "generation_match_rate", "generation_mean_length",
+                "policy_success")  # fmt: skip
 LOSS_COLUMNS = ("step", "loss", "state_loss", "action_loss", "token_loss", "learning_rate", "grad_norm")
 
 
@@ -40,15 +44,19 @@ def split_episodes(episodes: list[Episode], heldout_fraction: float, seed: int) 
     return train, [e for i, e in enumerate(episodes) if i in held]
 
 
-def diagnostics(lm, tokenizer, builder, held: list[Episode], params: Params, bf16: bool) -> dict[str, float]:
-    """The held-out diagnostics of metrics/ground.json (teacher-forced, then decoded)."""
+def diagnostics(
+    lm, tokenizer, builder, held: list[Episode], params: Params, bf16: bool, explain: bool = True
+) -> dict[str, float]:
+    """The held-out diagnostics of metrics/ground.json (teacher-forced, then decoded); ``explain=False`` leaves out
+    the decoded explanations (the heads do not change them)."""
     import torch
 
     from kalm.llm import diagnostics as diag
+    from kalm.llm.policy import LLMPolicy
 
     rng = seed_stream(params.seed, "ground.diagnostics")
     successful = [e for e in held if e.success][: params.ground.diagnostic_episodes]
-    states, actions, nxt = diag.held_out_transitions(held, 4 * params.ground.diagnostic_episodes, rng)
+    transitions = diag.held_out_transitions(held, 4 * params.ground.diagnostic_episodes, rng)
     device = next(lm.parameters()).device
     was_training = lm.training
     lm.eval()
@@ -56,17 +64,34 @@ def diagnostics(lm, tokenizer, builder, held: list[Episode], params: Params, bf1
     clock = time.monotonic()
     with autocast:
         out = diag.teacher_forced_metrics(lm, builder, tokenizer, successful)
-        out.update(diag.dynamics_metrics(lm, builder, tokenizer.pad_token_id, states, actions, nxt))
+        out.update(diag.dynamics_metrics(lm, builder, tokenizer.pad_token_id, *transitions))
         seconds = {"teacher_forced": time.monotonic() - clock}
-        out["explanation_accuracy"], texts = diag.explanation_accuracy(lm, builder, tokenizer, successful)
+        texts: list[str] = []
+        if explain:
+            out["explanation_accuracy"], texts = diag.explanation_accuracy(lm, builder, tokenizer, successful)
         seconds["explanation"] = time.monotonic() - clock - sum(seconds.values())
         out["generation_match_rate"], out["generation_mean_length"] = diag.generation_match_rate(
             lm, builder, tokenizer.pad_token_id, successful, params.env.max_episode_steps
         )
         seconds["generation"] = time.monotonic() - clock - sum(seconds.values())
+        out["policy_success"] = policy_success(LLMPolicy(lm, builder, tokenizer.pad_token_id), held, params)
+        seconds["policy"] = time.monotonic() - clock - sum(seconds.values())
     lm.train(was_training)
     log.info("diagnostics: %s; seconds %s; explanations (first 3): %s", out, seconds, texts[:3])
     return {k: round(v, 5) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def policy_success(choose, held: list[Episode], params: Params) -> float:
+    """A policy (the LLM: ``kalm.llm.policy.LLMPolicy``) closed loop in the real env on the first
+    ``ground.policy_episodes`` held-out episodes, from their recorded instruction, goal and initial scene: the share
+    that reaches the goal within the step limit."""
+    from kalm.env.rollout import EvalEpisode, rollout_success
+
+    episodes = [
+        EvalEpisode(e.instruction, json.loads(e.goal), e.observations[0].reshape(-1, 2))
+        for e in held[: params.ground.policy_episodes]
+    ]
+    return float(rollout_success(choose, episodes, params.env.max_episode_steps).mean())
 
 
 def write_loss_curve(rows: list[dict[str, float]], path: Path) -> None:
@@ -83,7 +108,8 @@ def run(params: Params) -> dict[str, Any]:
     from kalm.llm.model import sample_builder
 
     device, bf16, main = processes(params)
-    train_eps, held = training_split(params)
+    train_all, held = training_split(params)
+    train_eps = train_all[: params.ground.episodes] if params.ground.episodes else train_all
     spec, lm, tokenizer = build_model(params, train_eps, device, bf16)
     builder = sample_builder(tokenizer, lm)
     samples, batches = training_batches(params, builder, train_eps, tokenizer.pad_token_id)
@@ -103,6 +129,10 @@ def run(params: Params) -> dict[str, Any]:
         trainer, recorder = fine_tune(lm, tokenizer, batches, params, device, bf16, on_log=log_step)
         train_seconds = time.monotonic() - start
         metrics.update(diagnostics(trainer.model, tokenizer, builder, held, params, bf16))
+        if params.ground.heads == "mlp":  # the SFT's own heads stay on record; the fitted ones replace them
+            metrics["sft_heads"] = {k: metrics[k] for k in HEAD_METRICS}
+            metrics["heads"] = fit_heads(trainer.model, builder, tokenizer.pad_token_id, train_all, held, params, bf16)
+            metrics.update(diagnostics(trainer.model, tokenizer, builder, held, params, bf16, explain=False))
         metrics["steps_done"] = int(trainer.state.global_step)
         metrics["final_loss"] = (
             round(float(np.mean([r["loss"] for r in recorder.rows[-5:]])), 5) if recorder.rows else None
@@ -127,12 +157,59 @@ def processes(params: Params) -> tuple[str, bool, bool]:
 
 
 def training_split(params: Params) -> tuple[list[Episode], list[Episode]]:
-    """The first ``ground.episodes`` training episodes and the held-out episodes of the offline data."""
+    """The training and the held-out episodes of the offline data (the SFT takes the first ``ground.episodes``)."""
     episodes = read_episodes(paths.OFFLINE_EPISODES, made_by="collect")
     if not (paths.BASE_MODEL / "config.json").is_file():
         raise FileNotFoundError(f"{paths.BASE_MODEL}: missing (made by `python cli.py base_model`)")
-    train_eps, held = split_episodes(episodes, params.ground.heldout_fraction, params.seed)
-    return (train_eps[: params.ground.episodes] if params.ground.episodes else train_eps), held
+    return split_episodes(episodes, params.ground.heldout_fraction, params.seed)
+
+
+def fit_heads(lm, builder, pad_id: int, train_all: list[Episode], held: list[Episode], params: Params, bf16: bool):
+    """Fit ``ground.heads: mlp`` on the frozen LM and attach them; returns the fit's figures.
+
+    The action head learns from the hidden states of ``ground.head_episodes`` training episodes after the SFT's
+    (one random phrasing each), run once through the LM; the world model from every training transition. Held-out
+    losses before and after on the held-out split (its first 64 episodes for the action head)."""
+    import contextlib
+
+    import torch
+
+    from kalm.llm import heads as fitted
+
+    cfg = params.ground
+    rng = seed_stream(params.seed, "ground.heads")
+    rest = train_all[cfg.episodes :] if 0 < cfg.episodes < len(train_all) else train_all
+    pool = rest[: cfg.head_episodes]
+    held_pool = held[:64]
+    device = next(lm.parameters()).device
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    lm.eval()
+    clock = time.monotonic()
+
+    def with_hidden(episodes: list[Episode], phrasings: list[str]) -> fitted.Transitions:
+        data = fitted.episode_transitions([e.observations for e in episodes], [e.actions for e in episodes])
+        with autocast:
+            obs, acts = [e.observations for e in episodes], [e.actions for e in episodes]
+            data.hidden = fitted.slot_features(lm, builder, pad_id, phrasings, obs, acts)
+        return data
+
+    action_data = with_hidden(pool, [str(rng.choice(e.instructions)) for e in pool])
+    action_held = with_hidden(held_pool, [e.instruction for e in held_pool])
+    extract_seconds = time.monotonic() - clock
+    world = fitted.episode_transitions([e.observations for e in train_all], [e.actions for e in train_all])
+    world_held = fitted.episode_transitions([e.observations for e in held], [e.actions for e in held])
+    torch.manual_seed(params.seed)
+    heads = fitted.FittedHeads(lm.config.hidden_size, cfg.head_units)
+    out = {"action_episodes": len(pool), "action_transitions": len(action_data), "state_transitions": len(world),
+           "action_loss_before": fitted.action_loss(heads, action_held),
+           "state_loss_before": fitted.state_loss(heads, world_held)}  # fmt: skip
+    seeds = rng.integers(2**31, size=2)
+    fitted.fit(heads, "action", action_data, cfg.head_steps, int(seeds[0]))
+    fitted.fit(heads, "state", world, cfg.world_steps, int(seeds[1]))
+    out.update(action_loss=fitted.action_loss(heads, action_held), state_loss=fitted.state_loss(heads, world_held))
+    fitted.attach(lm, heads.eval())
+    log_metrics({"heads.extract_seconds": extract_seconds, "heads.fit_seconds": time.monotonic() - clock})
+    return {k: round(v, 5) if isinstance(v, float) else v for k, v in out.items()}
 
 
 def build_model(params: Params, train_eps: list[Episode], device: str, bf16: bool):

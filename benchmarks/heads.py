@@ -1,0 +1,152 @@
+"""Which fitted heads make the grounded LLM a good policy and world model? One run, equal steps, the `ground` stage's
+own code on its own outputs.
+
+The SFT's model (models/grounded, its own linear heads; any fitted heads it carries are set aside) is run once,
+forward only, over the largest episode count asked for; each configuration then fits its heads as `ground` does
+(``kalm.llm.heads.fit``, ``ground.head_steps`` / ``ground.world_steps``) and is measured where the user meets it:
+
+- ``policy``: the LLM as a policy, closed loop in the real env, on the stage's held-out episodes
+  (``ground.policy_episodes``: metrics/ground.json ``policy_success``);
+- ``dyn/copy``: the state head's held-out error over the copy baseline's (metrics/ground.json ``dynamics_mse``);
+- imagined rephrase and easy rollouts on `imagine`'s own tasks and starts (``--rollouts`` of each): ``match`` (the
+  goal's test on the generated states), ``implausible`` (share of generated states no real scene could have),
+  ``off bench`` (share of transitions with a ball beyond a wall: metrics/imagine.json), ``replay`` (the actions
+  reach the goal in the real env) and ``match+replay``.
+
+    python benchmarks/heads.py [--params params.yaml] [--episodes 720 --episodes 1440] [--rollouts 128]
+
+Needs `dvc repro ground` (models/grounded, data/offline). Writes nothing; logs nothing to MLflow. One torch thread
+per process unless ``--threads``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+
+import numpy as np
+import torch
+
+from kalm import paths
+from kalm.config import load_params
+from kalm.env import CLEVRRobotEnv
+from kalm.llm import diagnostics as diag
+from kalm.llm import heads as fitted
+from kalm.llm.device import resolve_bf16
+from kalm.llm.generate import generate_rollouts
+from kalm.llm.model import load_grounded, sample_builder
+from kalm.llm.policy import LLMPolicy
+from kalm.seeds import seed_stream
+from kalm.stages import ground, imagine
+from kalm.tasks import parse_goal
+from kalm.tasks.world import is_plausible
+
+
+def imagined(lm, builder, pad_id, params, level: str, n: int, env) -> dict[str, float]:
+    """`imagine`'s rollouts of one level (its tasks, starts and stopping rule) with ``lm``'s current heads."""
+    tasks = imagine.imagination_tasks(params, level, n)
+    goals = [parse_goal(spec) for _, spec in tasks]
+    starts, _ = imagine.initial_states(env, goals, params.seed, level)
+    limits = [1 if g.ends_after_one_step else params.env.max_episode_steps for g in goals]
+    rollouts = []
+    batch = params.imagine.batch_size
+    order = sorted(range(n), key=lambda i: tasks[i][0])
+    for lo in range(0, n, batch):
+        rows = order[lo : lo + batch]
+        out = generate_rollouts(
+            lm, builder, pad_id, [tasks[i][0] for i in rows], starts[rows], [limits[i] for i in rows],
+            is_success=lambda r, prev, a, nxt, rows=rows: goals[rows[r]].is_success(prev, a, nxt),
+        )  # fmt: skip
+        rollouts += [(rows[j], *o) for j, o in enumerate(out)]
+    match = np.array([ok for *_, ok in rollouts])
+    replay = np.array([imagine.replay_succeeds(env, goals[i], s[0], a) for i, s, a, _ in rollouts])
+    states = [s[1:] for _, s, _, _ in rollouts]
+    return {
+        "match": match.mean(),
+        "implausible": np.mean([not is_plausible(x) for s in states for x in s]),
+        "off bench": np.mean(np.concatenate([imagine.out_of_workbench(s) for _, s, _, _ in rollouts])),
+        "replay": replay.mean(),
+        "match+replay": (match & replay).mean(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--episodes", type=int, action="append", help="action-head episode counts (default: 720)")
+    parser.add_argument("--rollouts", type=int, default=128, help="imagined rollouts per level")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    params = load_params(args.params)
+    counts = sorted(args.episodes or [720])
+    cfg = params.ground
+    bf16 = resolve_bf16(cfg.precision, "cpu")
+    lm, tokenizer, _ = load_grounded(paths.GROUNDED_MODEL, base_dir=paths.BASE_MODEL,
+                                     dtype=torch.bfloat16 if bf16 else torch.float32)  # fmt: skip
+    fitted.attach(lm, None)
+    builder, pad_id = sample_builder(tokenizer, lm), tokenizer.pad_token_id
+    train_all, held = ground.training_split(params)
+    rng = seed_stream(params.seed, "ground.heads")
+    pool = train_all[cfg.episodes :][: counts[-1]]
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    def with_hidden(episodes, phrasings) -> fitted.Transitions:
+        data = fitted.episode_transitions([e.observations for e in episodes], [e.actions for e in episodes])
+        with autocast:
+            data.hidden = fitted.slot_features(lm, builder, pad_id, phrasings, [e.observations for e in episodes],
+                                               [e.actions for e in episodes])  # fmt: skip
+        return data
+
+    clock = time.monotonic()
+    action_all = with_hidden(pool, [str(rng.choice(e.instructions)) for e in pool])
+    seconds = time.monotonic() - clock
+    print(f"forward pass: {len(pool)} episodes, {len(action_all)} transitions in {seconds:.0f} s "
+          f"({len(pool) / seconds:.2f} episodes/s, {args.threads} thread(s))", flush=True)  # fmt: skip
+    ends = np.cumsum([e.length for e in pool])
+    world_all = fitted.episode_transitions([e.observations for e in train_all], [e.actions for e in train_all])
+    sft_ends = np.cumsum([e.length for e in train_all[: cfg.episodes]])
+    picks = seed_stream(params.seed, "ground.diagnostics")
+    transitions = diag.held_out_transitions(held, 4 * cfg.diagnostic_episodes, picks)
+    env = CLEVRRobotEnv(max_episode_steps=params.env.max_episode_steps)
+
+    def heads_for(n_action: int | None, world: str | None, units) -> fitted.FittedHeads | None:
+        if n_action is None:
+            return None
+        torch.manual_seed(params.seed)
+        heads = fitted.FittedHeads(lm.config.hidden_size, units)
+        seeds = seed_stream(params.seed, "ground.heads").integers(2**31, size=2)
+        fitted.fit(heads, "action", action_all.subset(np.arange(ends[n_action - 1])), cfg.head_steps, int(seeds[0]))
+        data = world_all if world == "all" else world_all.subset(np.arange(sft_ends[-1]))
+        fitted.fit(heads, "state", data, cfg.world_steps, int(seeds[1]))
+        return heads.eval()
+
+    rows = [("SFT's own linear heads", None, None, cfg.head_units)]
+    rows += [(f"MLP action head ({n} episodes) + world model (all {len(world_all)} transitions)", n, "all",
+              cfg.head_units) for n in counts]  # fmt: skip
+    rows += [(f"MLP action head ({counts[0]}) + world model (the SFT's {cfg.episodes} episodes)", counts[0], "sft",
+              cfg.head_units)]  # fmt: skip
+    rows += [(f"linear heads on the same inputs ({counts[0]}, all transitions)", counts[0], "all", [])]
+    print("| heads | policy | dyn/copy | rephrase match | implausible | off bench | replay | match+replay | easy match "
+          "| seconds |\n" + "| --- " * 10 + "|", flush=True)  # fmt: skip
+    for name, n_action, world, units in rows:
+        clock = time.monotonic()
+        if n_action is not None and world is not None:
+            fitted.attach(lm, heads_for(n_action, world, units))
+        else:
+            fitted.attach(lm, None)
+        with torch.no_grad(), autocast:
+            policy = ground.policy_success(LLMPolicy(lm, builder, pad_id), held, params)
+            dyn = diag.dynamics_metrics(lm, builder, pad_id, *transitions)
+            rephrase = imagined(lm, builder, pad_id, params, "rephrase", args.rollouts, env)
+            easy = imagined(lm, builder, pad_id, params, "easy", args.rollouts, env)
+        ratio = dyn["dynamics_mse"] / dyn["dynamics_mse_copy_baseline"]
+        cells = [policy, ratio, *rephrase.values(), easy["match"]]
+        print(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + f" | {time.monotonic() - clock:.0f} |",
+              flush=True)  # fmt: skip
+    env.close()
+
+
+if __name__ == "__main__":
+    main()
