@@ -200,8 +200,8 @@ def evaluate(
     """Success per level of every trained policy -> metrics/eval.json, plots/, reports/ (or --suite ... --out).
 
     Reads: models/policies/<variant>-<algo>/seed<k>/ of every variant x algo (train), the goal encoder each policy
-    names, the goal suites of the package (with --suite: those files instead), models/grounded/ (ground: the LLM
-    itself acting as a policy, the "llm" row).
+    names, the goal suites of the package (with --suite: those files instead), models/base/ and models/grounded/
+    (ground: the LLM itself acting as a policy, the "llm" row).
 
     Writes: metrics/eval.json, plots/eval_success.csv, reports/eval_success.png, reports/eval/ (image strips); with
     --suite only the --out file.
