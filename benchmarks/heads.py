@@ -75,12 +75,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--episodes", type=int, action="append", help="action-head episode counts (default: 720)")
+    parser.add_argument("--head-steps", type=int, action="append", help="action-head Adam steps (default: params)")
     parser.add_argument("--rollouts", type=int, default=128, help="imagined rollouts per level")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params = load_params(args.params)
     counts = sorted(args.episodes or [720])
+    head_steps = args.head_steps or [params.ground.head_steps]
     cfg = params.ground
     bf16 = resolve_bf16(cfg.precision, "cpu")
     lm, tokenizer, _ = load_grounded(paths.GROUNDED_MODEL, base_dir=paths.BASE_MODEL,
@@ -101,6 +103,7 @@ def main() -> None:
 
     clock = time.monotonic()
     action_all = with_hidden(pool, [str(rng.choice(e.instructions)) for e in pool])
+    action_held = with_hidden(held[:64], [e.instruction for e in held[:64]])
     seconds = time.monotonic() - clock
     print(f"forward pass: {len(pool)} episodes, {len(action_all)} transitions in {seconds:.0f} s "
           f"({len(pool) / seconds:.2f} episodes/s, {args.threads} thread(s))", flush=True)  # fmt: skip
@@ -111,38 +114,45 @@ def main() -> None:
     transitions = diag.held_out_transitions(held, 4 * cfg.diagnostic_episodes, picks)
     env = CLEVRRobotEnv(max_episode_steps=params.env.max_episode_steps)
 
-    def heads_for(n_action: int | None, world: str | None, units) -> fitted.FittedHeads | None:
-        if n_action is None:
-            return None
+    worlds: dict[str, torch.nn.Module] = {}
+
+    def heads_for(n_action: int, steps: int, world: str, units) -> fitted.FittedHeads:
+        """Fitted as `ground` fits them (same seeds); a world model is fitted once per data set and shared."""
         torch.manual_seed(params.seed)
         heads = fitted.FittedHeads(lm.config.hidden_size, units)
         seeds = seed_stream(params.seed, "ground.heads").integers(2**31, size=2)
-        fitted.fit(heads, "action", action_all.subset(np.arange(ends[n_action - 1])), cfg.head_steps, int(seeds[0]))
-        data = world_all if world == "all" else world_all.subset(np.arange(sft_ends[-1]))
-        fitted.fit(heads, "state", data, cfg.world_steps, int(seeds[1]))
+        fitted.fit(heads, "action", action_all.subset(np.arange(ends[n_action - 1])), steps, int(seeds[0]))
+        key = f"{world}{units}"
+        if key not in worlds:
+            data = world_all if world == "all" else world_all.subset(np.arange(sft_ends[-1]))
+            fitted.fit(heads, "state", data, cfg.world_steps, int(seeds[1]))
+            worlds[key] = heads.state_mlp
+        heads.state_mlp = worlds[key]
         return heads.eval()
 
-    rows = [("SFT's own linear heads", None, None, cfg.head_units)]
-    rows += [(f"MLP action head ({n} episodes) + world model (all {len(world_all)} transitions)", n, "all",
-              cfg.head_units) for n in counts]  # fmt: skip
-    rows += [(f"MLP action head ({counts[0]}) + world model (the SFT's {cfg.episodes} episodes)", counts[0], "sft",
-              cfg.head_units)]  # fmt: skip
-    rows += [(f"linear heads on the same inputs ({counts[0]}, all transitions)", counts[0], "all", [])]
-    print("| heads | policy | dyn/copy | rephrase match | implausible | off bench | replay | match+replay | easy match "
-          "| seconds |\n" + "| --- " * 10 + "|", flush=True)  # fmt: skip
-    for name, n_action, world, units in rows:
+    n_world = len(world_all)
+    rows: list[tuple[str, tuple | None]] = [("SFT's own linear heads", None)]
+    rows += [(f"MLP action head ({n} episodes, {steps} steps) + world model (all {n_world} transitions)",
+              (n, steps, "all", cfg.head_units)) for n in counts for steps in head_steps]  # fmt: skip
+    rows += [(f"MLP action head ({counts[0]}, {head_steps[0]}) + world model (the SFT's {cfg.episodes} episodes)",
+              (counts[0], head_steps[0], "sft", cfg.head_units))]  # fmt: skip
+    rows += [(f"linear heads on the same inputs ({counts[0]}, {head_steps[0]}; all transitions)",
+              (counts[0], head_steps[0], "all", []))]  # fmt: skip
+    header = ["heads", "held-out action CE", "policy", "dyn/copy", "rephrase match", "implausible", "off bench",
+              "replay", "match+replay", "easy match", "seconds"]  # fmt: skip
+    print("| " + " | ".join(header) + " |\n" + "| --- " * len(header) + "|", flush=True)
+    for name, config in rows:
         clock = time.monotonic()
-        if n_action is not None and world is not None:
-            fitted.attach(lm, heads_for(n_action, world, units))
-        else:
-            fitted.attach(lm, None)
+        heads = heads_for(*config) if config else None
+        held_loss = fitted.action_loss(heads, action_held) if heads else float("nan")
+        fitted.attach(lm, heads)
         with torch.no_grad(), autocast:
             policy = ground.policy_success(LLMPolicy(lm, builder, pad_id), held, params)
             dyn = diag.dynamics_metrics(lm, builder, pad_id, *transitions)
             rephrase = imagined(lm, builder, pad_id, params, "rephrase", args.rollouts, env)
             easy = imagined(lm, builder, pad_id, params, "easy", args.rollouts, env)
         ratio = dyn["dynamics_mse"] / dyn["dynamics_mse_copy_baseline"]
-        cells = [policy, ratio, *rephrase.values(), easy["match"]]
+        cells = [held_loss, policy, ratio, *rephrase.values(), easy["match"]]
         print(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + f" | {time.monotonic() - clock:.0f} |",
               flush=True)  # fmt: skip
     env.close()
