@@ -2,7 +2,7 @@
 own code on its own outputs.
 
 The SFT's model (models/grounded, its own linear heads; any fitted heads it carries are set aside) is run once,
-forward only, over the largest episode count asked for; each configuration then fits its heads as `ground` does
+forward only, over the largest episode count asked for; each configuration then fits its heads with `ground`'s code
 (``kalm.llm.heads.fit``, ``ground.head_steps`` / ``ground.world_steps``) and is measured where the user meets it:
 
 - ``policy``: the LLM as a policy, closed loop in the real env, on the stage's held-out episodes
@@ -94,16 +94,11 @@ def main() -> None:
     pool = train_all[cfg.episodes :][: counts[-1]]
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
-    def with_hidden(episodes, phrasings) -> fitted.Transitions:
-        data = fitted.episode_transitions([e.observations for e in episodes], [e.actions for e in episodes])
-        with autocast:
-            data.hidden = fitted.slot_features(lm, builder, pad_id, phrasings, [e.observations for e in episodes],
-                                               [e.actions for e in episodes])  # fmt: skip
-        return data
-
     clock = time.monotonic()
-    action_all = with_hidden(pool, [str(rng.choice(e.instructions)) for e in pool])
-    action_held = with_hidden(held[:64], [e.instruction for e in held[:64]])
+    with autocast:
+        phrasings = [str(rng.choice(e.instructions)) for e in pool]
+        action_all = fitted.transitions_with_hidden(lm, builder, pad_id, pool, phrasings)
+        action_held = fitted.transitions_with_hidden(lm, builder, pad_id, held[:64], [e.instruction for e in held[:64]])
     seconds = time.monotonic() - clock
     print(f"forward pass: {len(pool)} episodes, {len(action_all)} transitions in {seconds:.0f} s "
           f"({len(pool) / seconds:.2f} episodes/s, {args.threads} thread(s))", flush=True)  # fmt: skip
@@ -117,7 +112,8 @@ def main() -> None:
     worlds: dict[str, torch.nn.Module] = {}
 
     def heads_for(n_action: int, steps: int, world: str, units) -> fitted.FittedHeads:
-        """Fitted as `ground` fits them (same seeds); a world model is fitted once per data set and shared."""
+        """Fitted with `ground`'s code and seed streams (the draws differ from the stage's where the episode count
+        does); a world model is fitted once per data set and shared by the rows that use it."""
         torch.manual_seed(params.seed)
         heads = fitted.FittedHeads(lm.config.hidden_size, units)
         seeds = seed_stream(params.seed, "ground.heads").integers(2**31, size=2)

@@ -23,12 +23,9 @@ def tiny_lm(tiny_base):
 
 
 def transitions(lm, tokenizer, builder, episodes) -> fitted.Transitions:
-    data = fitted.episode_transitions([e.observations for e in episodes], [e.actions for e in episodes])
-    data.hidden = fitted.slot_features(
-        lm, builder, tokenizer.pad_token_id, [e.instruction for e in episodes],
-        [e.observations for e in episodes], [e.actions for e in episodes],
-    )  # fmt: skip
-    return data
+    return fitted.transitions_with_hidden(
+        lm, builder, tokenizer.pad_token_id, episodes, [e.instruction for e in episodes]
+    )
 
 
 def test_transitions_carry_their_previous_step(tiny_lm, tiny_episodes) -> None:

@@ -67,7 +67,7 @@ class FittedHeads(nn.Module):
 
     def __init__(self, hidden_size: int, units: Sequence[int] = (256, 256)):
         super().__init__()
-        self.hidden_size, self.units = hidden_size, list(units)
+        self.units = list(units)  # recorded in kalm.json to rebuild the heads on load
         self.action_mlp = mlp(hidden_size + OBS_DIM, units, N_ACTIONS)
         self.state_mlp = mlp(OBS_DIM + N_ACTIONS + N_ACTIONS + 1 + OBS_DIM, units, OBS_DIM)
 
@@ -155,6 +155,16 @@ def slot_features(lm, builder, pad_id: int, instructions: Sequence[str], observa
     return np.concatenate(out)
 
 
+def transitions_with_hidden(lm, builder, pad_id: int, episodes: Sequence, phrasings: Sequence[str]) -> Transitions:
+    """``episode_transitions`` of ``episodes`` (each with ``observations`` and ``actions``) with the hidden state of
+    every s_t's slot, each episode's instruction read as its phrasing (``slot_features``); run it under the caller's
+    autocast."""
+    observations, actions = [e.observations for e in episodes], [e.actions for e in episodes]
+    data = episode_transitions(observations, actions)
+    data.hidden = slot_features(lm, builder, pad_id, phrasings, observations, actions)
+    return data
+
+
 def _tensors(data: Transitions):
     t = lambda x: torch.from_numpy(np.asarray(x))  # noqa: E731
     return t(data.states), t(data.actions), t(data.prev_actions), t(data.prev_states), t(data.next_states)
@@ -174,16 +184,15 @@ def state_loss(heads: FittedHeads, data: Transitions) -> float:
         return float(F.mse_loss(heads.next_state(s, a, pa, ps), nxt) / RESIDUAL_SCALE**2)
 
 
-def fit(heads: FittedHeads, part: str, data: Transitions, steps: int, seed: int) -> list[float]:
-    """Fit one head (``action`` or ``state``) on ``data`` with Adam, ``steps`` minibatches drawn with ``seed``;
-    returns the loss every 500 steps. The other head is untouched."""
+def fit(heads: FittedHeads, part: str, data: Transitions, steps: int, seed: int) -> None:
+    """Fit one head (``action`` or ``state``) on ``data`` with Adam, ``steps`` minibatches drawn with ``seed``; the
+    other head is untouched."""
     module = heads.action_mlp if part == "action" else heads.state_mlp
     optimiser = torch.optim.Adam(module.parameters(), lr=FIT_LR)
     generator = torch.Generator().manual_seed(seed)
     s, a, pa, ps, nxt = _tensors(data)
     h = torch.from_numpy(data.hidden) if part == "action" else None
-    curve = []
-    for step in range(steps):
+    for _ in range(steps):
         rows = torch.randint(len(data), (min(FIT_BATCH, len(data)),), generator=generator)
         if part == "action":
             loss = F.cross_entropy(heads.action_logits(h[rows], s[rows]), a[rows])
@@ -192,6 +201,3 @@ def fit(heads: FittedHeads, part: str, data: Transitions, steps: int, seed: int)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        if step % 500 == 0 or step == steps - 1:
-            curve.append(float(loss.detach()))
-    return curve

@@ -186,15 +186,10 @@ def fit_heads(lm, builder, pad_id: int, train_all: list[Episode], held: list[Epi
     lm.eval()
     clock = time.monotonic()
 
-    def with_hidden(episodes: list[Episode], phrasings: list[str]) -> fitted.Transitions:
-        data = fitted.episode_transitions([e.observations for e in episodes], [e.actions for e in episodes])
-        with autocast:
-            obs, acts = [e.observations for e in episodes], [e.actions for e in episodes]
-            data.hidden = fitted.slot_features(lm, builder, pad_id, phrasings, obs, acts)
-        return data
-
-    action_data = with_hidden(pool, [str(rng.choice(e.instructions)) for e in pool])
-    action_held = with_hidden(held_pool, [e.instruction for e in held_pool])
+    with autocast:
+        phrasings = [str(rng.choice(e.instructions)) for e in pool]
+        action_data = fitted.transitions_with_hidden(lm, builder, pad_id, pool, phrasings)
+        action_held = fitted.transitions_with_hidden(lm, builder, pad_id, held_pool, [e.instruction for e in held_pool])
     extract_seconds = time.monotonic() - clock
     world = fitted.episode_transitions([e.observations for e in train_all], [e.actions for e in train_all])
     world_held = fitted.episode_transitions([e.observations for e in held], [e.actions for e in held])
