@@ -38,7 +38,7 @@ def bar_chart(summary: dict[str, Any], levels: Sequence[str], out: Path) -> None
     plt = _pyplot()
     names = list(summary)
     width = 0.8 / max(1, len(names))
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.4 * len(levels)), 3.5))
     x = np.arange(len(levels))
     for j, name in enumerate(names):
         values = [summary[name][lv] for lv in levels]

@@ -26,6 +26,7 @@ STREAMS: tuple[str, ...] = (
     "train.policy",
     "train.q_sample",
     "evaluate.levels",
+    "evaluate.given",
     "evaluate.suite",
     "benchmarks.oracle",
 )

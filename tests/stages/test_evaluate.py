@@ -15,13 +15,15 @@ from typer.testing import CliRunner
 from kalm import paths, stats
 from kalm.cli import app
 from kalm.config import Params, parse_params
-from kalm.stages import evaluate, train
+from kalm.stages import evaluate, imagine, train
 from kalm.tasks.goals import parse_goal
-from kalm.tasks.world import COLOURS, PUSH_DIRECTIONS
+from kalm.tasks.world import COLOURS, NOVEL_LEVELS, PUSH_DIRECTIONS
 from tests.conftest import tiny_params_dict
 from tests.stages.test_train import imagined_from
 
 runner = CliRunner()
+# Episodes per level on tiny params: each novel level on held-out templates and on the instructions imagination had.
+EPISODES = {"train": 3, "rephrase": 3, "easy": 4, "hard": 3, "rephrase_given": 3, "easy_given": 4, "hard_given": 3}
 SUITE = """level: rephrase
 templates:
   - text: "Nudge the {a} ball so it ends up left of the {b} ball."
@@ -71,7 +73,7 @@ def short(tiny_params: Params) -> Params:
 
 def test_episodes_are_fixed_by_the_seed_and_goals_do_not_hold_at_start(tiny_params: Params) -> None:
     a, b = evaluate.level_episodes(tiny_params), evaluate.level_episodes(tiny_params)
-    assert {level: len(e) for level, e in a.items()} == {"train": 3, "rephrase": 3, "easy": 4, "hard": 3}
+    assert {level: len(e) for level, e in a.items()} == EPISODES
     for level in a:
         for x, y in zip(a[level], b[level], strict=True):
             assert x.instruction == y.instruction and x.goal == y.goal
@@ -80,6 +82,11 @@ def test_episodes_are_fixed_by_the_seed_and_goals_do_not_hold_at_start(tiny_para
     imagined_part, _ = evaluate.shipped_suite("rephrase").split(tiny_params.goals.holdout_fraction, tiny_params.seed)
     assert held_out.isdisjoint(text for text, _ in imagined_part.expand())
     assert all(e.instruction in held_out for e in a["rephrase"])
+    for level in NOVEL_LEVELS:  # the paper's protocol: the instructions imagination draws its tasks from
+        given = {text for text, _ in imagine.imagination_tasks(tiny_params, level, 5000)}
+        assert {text for text, _ in evaluate.level_tasks(level + "_given", tiny_params)} == given
+        assert {e.instruction for e in a[level + "_given"]} <= given
+        assert given.isdisjoint(text for text, _ in evaluate.level_tasks(level, tiny_params))
     c = evaluate.level_episodes(tiny_params.model_copy(update={"seed": 1}))
     assert any(not np.array_equal(x.positions, z.positions) for x, z in zip(a["train"], c["train"], strict=True))
 
@@ -87,23 +94,25 @@ def test_episodes_are_fixed_by_the_seed_and_goals_do_not_hold_at_start(tiny_para
 def test_evaluate_writes_metrics_plots_and_reports(policies: None, short: Params, mlflow_store: str) -> None:
     metrics = evaluate.run(short)
     assert json.loads(paths.EVAL_METRICS.read_text()) == metrics
-    assert metrics["episodes"] == {"train": 3, "rephrase": 3, "easy": 4, "hard": 3}
+    assert metrics["episodes"] == EPISODES
     for name in ("baseline-bc", "baseline-cql", "kalm-bc", "kalm-cql"):
         entry = metrics[name]
         levels = ("train", "rephrase", "easy", "hard")
         assert all(0.0 <= entry[lv] <= 1.0 for lv in levels)
         assert entry["novel_mean"] == pytest.approx(np.mean([entry[lv] for lv in levels[1:]]), abs=1e-4)
+        given = [entry[lv + "_given"] for lv in levels[1:]]
+        assert entry["novel_mean_given"] == pytest.approx(np.mean(given), abs=1e-4)
         assert all(lo <= entry[lv] <= hi for lv, (lo, hi) in entry["ci95"].items())
         assert entry["seeds"]["seed0"]["train"] == entry["train"]
     llm = metrics[evaluate.LLM_ROW]  # the grounded LLM as a policy, on the same episodes
     assert set(llm["seeds"]) == {"seed0"} and all(0.0 <= llm[lv] <= 1.0 for lv in ("train", "rephrase", "easy", "hard"))
     rows = paths.EVAL_SUCCESS.read_text().splitlines()
-    assert rows[0] == "policy,level,success,label" and len(rows) == 1 + 20
+    assert rows[0] == "policy,level,success,label" and len(rows) == 1 + 5 * 7
     assert paths.EVAL_CHART.stat().st_size > 0
     [run] = mlflow.search_runs(experiment_names=["kalm"], output_format="list")
     assert run.data.metrics["kalm-cql.novel_mean"] == metrics["kalm-cql"]["novel_mean"]
     behaviour = metrics["behaviour"]  # the scripted policy on the relation levels only
-    assert behaviour["policy"] == "legible" and set(behaviour["ci95"]) == {"train", "rephrase"}
+    assert behaviour["policy"] == "legible" and set(behaviour["ci95"]) == {"train", "rephrase", "rephrase_given"}
 
 
 def test_the_evaluation_tells_the_scripted_policy_from_random_and_failing_ones(tiny_params: Params) -> None:
@@ -155,11 +164,11 @@ def test_per_level_policies_score_their_own_level_and_the_rephrase_one_the_train
 
     monkeypatch.setattr(evaluate, "seed_results", own_level_succeeds)
     results = evaluate.evaluate_policies(short, evaluate.level_episodes(short))
-    assert {lv: s.mean() for lv, s in results["kalm-bc"]["seed0"].items()} == dict.fromkeys(
-        ("train", "rephrase", "easy", "hard"), 1.0
-    )
+    assert {lv: s.mean() for lv, s in results["kalm-bc"]["seed0"].items()} == dict.fromkeys(EPISODES, 1.0)
     assert results["kalm-bc"]["seed0"]["hard"] is results["baseline-bc"]["seed0"]["hard"]
+    assert results["kalm-bc"]["seed0"]["hard_given"] is results["baseline-bc"]["seed0"]["hard_given"]
     assert evaluate.scored_by("easy:my_suite") == "easy" and evaluate.scored_by("train") == "rephrase"
+    assert evaluate.scored_by("easy_given") == "easy"
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@
     python cli.py evaluate --suite my_goals.yaml [--suite ...] --out results.json   # a user's own goal suites
 
 Levels: ``train`` (the 80 training goals with their training phrasings) and the evaluation part of the shipped
-``rephrase``, ``easy`` and ``hard`` suites (``Suite.split``). Each level has ``evaluate.episodes`` episodes
+``rephrase``, ``easy`` and ``hard`` suites (``Suite.split``: templates held out of imagination), and the same three
+scored on the instructions imagination was given (``rephrase_given``, ...: the paper's protocol). Each level has ``evaluate.episodes`` episodes
 (``easy_episodes`` for the one-step easy level) whose goal, instruction and initial ball positions are drawn from
 the params seed, so every policy and seed meets the same starts. Episodes are stepped in parallel, one batched policy
 forward per step. Writes ``metrics/eval.json``, ``plots/eval_success.csv``, ``reports/eval_success.png`` and
@@ -38,7 +39,7 @@ from kalm.tasks import (
     training_goals,
     training_instructions,
 )
-from kalm.tasks.world import NOVEL_LEVELS
+from kalm.tasks.world import GIVEN_LEVELS, GIVEN_SUFFIX, NOVEL_LEVELS
 from kalm.tracking import log_artifact, log_metrics, stage_run
 
 STAGE = "evaluate"
@@ -49,11 +50,14 @@ RENDER_SIZE = 160
 
 
 def level_tasks(level: str, params: Params) -> list[tuple[str, dict[str, Any]]]:
-    """(instruction, goal spec) pairs of a level: training phrasings, or the shipped suite's evaluation part."""
+    """(instruction, goal spec) pairs of a level: training phrasings, the shipped suite's evaluation part, or for a
+    ``_given`` level its imagination part (what `imagine` draws from)."""
     if level == "train":
         return [(text, goal.to_spec()) for goal in training_goals() for text in training_instructions(goal)]
-    _, held_out = shipped_suite(level).split(params.goals.holdout_fraction, params.seed)
-    return list(held_out.expand())
+    imagination, held_out = shipped_suite(level.removesuffix(GIVEN_SUFFIX)).split(
+        params.goals.holdout_fraction, params.seed
+    )
+    return list((imagination if level.endswith(GIVEN_SUFFIX) else held_out).expand())
 
 
 def make_episodes(tasks: Sequence[tuple[str, dict[str, Any]]], n: int, rng: np.random.Generator) -> list[EvalEpisode]:
@@ -74,11 +78,13 @@ def make_episodes(tasks: Sequence[tuple[str, dict[str, Any]]], n: int, rng: np.r
 
 
 def level_episodes(params: Params) -> dict[str, list[EvalEpisode]]:
-    """The fixed evaluation episodes of the four levels."""
+    """The fixed evaluation episodes of the four levels and of the three ``_given`` ones (a stream of their own, so
+    the four levels' episodes do not depend on them)."""
     out = {}
-    for i, level in enumerate(LEVELS):
-        n = params.evaluate.easy_episodes if level == "easy" else params.evaluate.episodes
-        out[level] = make_episodes(level_tasks(level, params), n, seed_stream(params.seed, "evaluate.levels", i))
+    for stream, levels in (("evaluate.levels", LEVELS), ("evaluate.given", GIVEN_LEVELS)):
+        for i, level in enumerate(levels):
+            n = params.evaluate.easy_episodes if scored_by(level) == "easy" else params.evaluate.episodes
+            out[level] = make_episodes(level_tasks(level, params), n, seed_stream(params.seed, stream, i))
     return out
 
 
@@ -129,8 +135,8 @@ def policy_seeds(variant: str, algo: str) -> dict[str | None, list[Path]]:
 
 def scored_by(level: str) -> str:
     """The novel level whose per-level policy scores ``level``: the train level by the rephrase one (the paper's
-    Fig. 4); a user suite's key (``easy:my_suite``) by its level."""
-    level = level.split(":")[0]
+    Fig. 4); a user suite's key (``easy:my_suite``) and a ``_given`` level (``easy_given``) by their level."""
+    level = level.split(":")[0].removesuffix(GIVEN_SUFFIX)
     return "rephrase" if level == "train" else level
 
 

@@ -54,3 +54,7 @@ def is_plausible(obs: np.ndarray) -> bool:
 
 LEVELS: tuple[str, ...] = ("train", "rephrase", "easy", "hard")
 NOVEL_LEVELS: tuple[str, ...] = LEVELS[1:]  # the goals the offline data never has
+# A novel level scored on the very instructions imagination was given (the paper's protocol: the novel instructions
+# are known in advance), beside the level itself, scored on templates held out of imagination (ours, stricter).
+GIVEN_SUFFIX = "_given"
+GIVEN_LEVELS: tuple[str, ...] = tuple(level + GIVEN_SUFFIX for level in NOVEL_LEVELS)
