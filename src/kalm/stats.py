@@ -25,8 +25,8 @@ def wilson(successes: int, n: int, z: float = 1.96) -> list[float]:
 
 
 def summarise(results: dict[str, SeedResults], levels: Sequence[str]) -> dict[str, Any]:
-    """Per policy: mean over seeds per level, novel mean (and ``novel_mean_given`` over the ``_given`` levels), Wilson 95 % intervals on the pooled episodes, per-seed
-    numbers."""
+    """Per policy: mean over seeds per level, novel mean (``novel_mean_given`` over the ``_given`` levels), Wilson
+    95 % intervals on the pooled episodes, per-seed numbers."""
     summary: dict[str, Any] = {}
     for name, seeds in results.items():
         entry: dict[str, Any] = {}
