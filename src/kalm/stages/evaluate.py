@@ -8,8 +8,8 @@ Levels: ``train`` (the 80 training goals with their training phrasings) and the 
 scored on the instructions imagination was given (``rephrase_given``, ...: the paper's protocol). Each level has
 ``evaluate.episodes`` episodes (``easy_episodes`` for the one-step easy levels) whose goal, instruction and initial
 ball positions are drawn from the params seed, so every policy and seed meets the same starts. Episodes are stepped
-in parallel, one batched policy forward per step. Writes ``metrics/eval.json``, ``plots/eval_success.csv``, ``reports/eval_success.png`` and
-image strips of a few episodes in ``reports/eval/``.
+in parallel, one batched policy forward per step. Writes ``metrics/eval.json``, ``plots/eval_success.csv``,
+``reports/eval_success.png`` and image strips of a few episodes in ``reports/eval/``.
 """
 
 from __future__ import annotations
