@@ -9,12 +9,14 @@ made with ``imagine.filter: none``): ``filter`` (none | realistic | successful: 
 (``+``-joined, e.g. ``easy+rephrase``), ``mix`` (balanced | uniform: ``train.mix``), ``share`` (the imagined share
 of a balanced batch: ``train.imagined_share``) and ``per_level=1`` (the paper's protocol: one policy per novel level on
 offline + that level's rollouts, scored on that level, the train level by the rephrase-level policy; a level with no
-chosen rollouts is scored by the baseline's policies, which are the same policies). ``filter`` may chain tests with
-``+`` (``successful+realistic``). Every set trains
+chosen rollouts is scored by the baseline's policies, which are the same policies) and ``count`` (a seeded random
+subset of that many of each level's chosen rollouts: how a level grows with its rollouts). ``filter`` may chain tests
+with ``+`` (``successful+realistic``). Every set trains
 ``train.seeds`` policies per algorithm with the `train` stage's code and params; the baseline is trained in the same
-run. Prints per-level success (mean over seeds) with Wilson 95 % intervals on the pooled episodes, and each set's
-novel mean against the baseline's. Nothing is written outside a temporary folder; nothing is logged to MLflow.
-Only the goal's own test on generated states is used to select rollouts, never the real env.
+run (``--seeds`` overrides ``train.seeds``). Prints per-level success (mean over seeds) with Wilson 95 % intervals
+on the pooled episodes, on both protocols (held-out templates, and the ``_given`` instructions imagination had), and
+each set's novel means against the baseline's. Nothing is written outside a temporary folder; nothing is logged to
+MLflow. Only the goal's own test on generated states is used to select rollouts, never the real env.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import argparse
 import os
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from kalm import config, paths, stats
 from kalm.config import load_params
@@ -35,16 +39,20 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 def parse_set(text: str) -> tuple[str, dict[str, str]]:
     name, _, rest = text.partition(":")
     options = dict(pair.split("=", 1) for pair in rest.split(",") if pair)
-    unknown = set(options) - {"filter", "levels", "mix", "share", "per_level"}
+    unknown = set(options) - {"filter", "levels", "mix", "share", "per_level", "count"}
     if unknown:
         raise SystemExit(f"--set {name}: unknown option(s) {', '.join(sorted(unknown))}")
     return name, options
 
 
-def chosen_rollouts(episodes: list, how: str, limit: float) -> list:
-    """The rollouts that pass every ``+``-joined test of ``how`` (`imagine.kept`)."""
+def chosen_rollouts(episodes: list, how: str, limit: float, count: int | None, seed: int) -> list:
+    """The rollouts that pass every ``+``-joined test of ``how`` (`imagine.kept`); with ``count``, a seeded random
+    subset of that many."""
     for test in how.split("+"):
         episodes = imagine.kept(episodes, test, limit)
+    if count is not None and count < len(episodes):
+        rows = np.sort(np.random.default_rng(seed).permutation(len(episodes))[:count])
+        episodes = [episodes[i] for i in rows]
     return episodes
 
 
@@ -60,8 +68,11 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--set", action="append", default=[], help="name[:filter=..,levels=..,mix=..] (repeatable)")
     parser.add_argument("--algo", action="append", choices=paths.ALGOS, help="default: both")
+    parser.add_argument("--seeds", type=int, help="policies per set and algo (default: train.seeds)")
     args = parser.parse_args()
     params = load_params(args.params)
+    if args.seeds is not None:
+        params = config.with_overrides(params, {"train.seeds": args.seeds}, "--seeds")
     train.quiet_d3rlpy()
     real = read_episodes(paths.OFFLINE_EPISODES, made_by="collect")
     rollouts = {lv: read_episodes(paths.imagined_episodes(lv), made_by="imagine") for lv in paths.NOVEL_LEVELS}
@@ -76,8 +87,12 @@ def main() -> None:
                 name, options = parse_set(text)
                 chosen = options.get("levels", "+".join(paths.NOVEL_LEVELS)).split("+")
                 variant = "baseline" if name == "baseline" else "kalm"
+                count = int(options["count"]) if "count" in options else None
                 imagined = (
-                    {lv: chosen_rollouts(rollouts[lv], options.get("filter", "none"), limit) for lv in chosen}
+                    {
+                        lv: chosen_rollouts(rollouts[lv], options.get("filter", "none"), limit, count, params.seed)
+                        for lv in chosen
+                    }
                     if variant == "kalm"
                     else {}
                 )
@@ -106,18 +121,20 @@ def main() -> None:
                 row = {**stats.summarise({name: seeds}, list(levels))[name], "imagined": n_imagined}
                 results[f"{name} {algo}"] = row
                 print(f"{name} {algo} ({n_imagined} imagined): {row}", flush=True)
-    print("\n| set | algo | imagined | " + " | ".join(levels) + " | novel mean | vs baseline |")
-    print("| --- | --- | --- | " + " | ".join("---" for _ in levels) + " | --- | --- |")
+    means = ("novel_mean", "novel_mean_given")
+    print("\n| set | algo | imagined | " + " | ".join([*levels, *means]) + " | vs baseline (held out / given) |")
+    print("| --- | --- | --- | " + " | ".join("---" for _ in [*levels, *means]) + " | --- |")
     for key, row in results.items():
         name, algo = key.split(" ")
-        base = results[f"baseline {algo}"]["novel_mean"]
+        base = results[f"baseline {algo}"]
         cells = [
             f"{100 * row[lv]:.1f} ({100 * row['ci95'][lv][0]:.0f}–{100 * row['ci95'][lv][1]:.0f})" for lv in levels
         ]
+        gains = " / ".join(f"{100 * (row[m] - base[m]):+.1f}" for m in means)
         print(
             f"| {name} | {algo} | {row['imagined']} | "
-            + " | ".join(cells)
-            + f" | {100 * row['novel_mean']:.1f} | {100 * (row['novel_mean'] - base):+.1f} |"
+            + " | ".join([*cells, *(f"{100 * row[m]:.1f}" for m in means)])
+            + f" | {gains} |"
         )
 
 

@@ -91,5 +91,5 @@ def test_balanced_mix_draws_half_of_each_batch_from_imagined(embeddings: dict) -
 
 
 def test_encoder_names_are_checked() -> None:
-    assert describe_encoder("all-minilm-l6-v2") is None
+    assert describe_encoder("all-minilm-l6-v2") is None and describe_encoder("grounded") is None
     assert "not all-minilm-l6-v2" in describe_encoder("bert-base-cased")

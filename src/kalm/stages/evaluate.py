@@ -25,7 +25,7 @@ import numpy as np
 
 from kalm import paths
 from kalm.config import Params
-from kalm.data import atomic_path, write_json
+from kalm.data import InputFileError, atomic_path, write_json
 from kalm.env.rollout import Chooser, EvalEpisode, rollout_success
 from kalm.figures import bar_chart, save_strip
 from kalm.seeds import seed_stream
@@ -146,12 +146,21 @@ class Embedder:
     def __init__(self) -> None:
         self._encoders: dict[str, Any] = {}
 
-    def table(self, encoder: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        from kalm.rl.encoder import GoalEncoder
+    def table(self, meta: dict[str, Any], texts: Sequence[str], folder: Path) -> dict[str, np.ndarray]:
+        """The goal vectors of ``texts`` as the policy in ``folder`` (its ``meta``) was trained to read them."""
+        from kalm.llm.reader import goal_encoder
 
-        if encoder not in self._encoders:
-            self._encoders[encoder] = GoalEncoder(encoder)
-        return self._encoders[encoder].table(texts)
+        name = meta["encoder"]
+        if name not in self._encoders:
+            self._encoders[name] = goal_encoder(name)
+        encoder = self._encoders[name]
+        trained_on, now = meta.get("encoder_model"), getattr(encoder, "fingerprint", None)  # grounded models' hashes
+        if trained_on is not None and trained_on != now:
+            raise InputFileError(
+                f"{folder}: trained on goal vectors of another grounded model ({trained_on}, now {now}): "
+                "re-run `python cli.py train`"
+            )
+        return encoder.table(texts)
 
 
 def seed_results(
@@ -164,7 +173,7 @@ def seed_results(
     results = {}
     for folder in folders:
         algo, meta = load_policy(folder)
-        choose = policy_chooser(algo, embedder.table(meta["encoder"], texts))
+        choose = policy_chooser(algo, embedder.table(meta, texts, folder))
         results[folder.name] = {level: rollout_success(choose, eps, max_steps) for level, eps in levels.items()}
         log.info("evaluate %s: %s", folder, {lv: s.mean() for lv, s in results[folder.name].items()})
     return results
@@ -200,7 +209,7 @@ def evaluate_policies(
                 if render_dir is None or not params.evaluate.render:
                     continue
                 algo, meta = load_policy(folders[0])
-                choose = policy_chooser(algo, embedder.table(meta["encoder"], texts))
+                choose = policy_chooser(algo, embedder.table(meta, texts, folders[0]))
                 for level, episodes in own.items():
                     for i, episode in enumerate(episodes[: params.evaluate.render]):
                         out = render_dir / name / f"{level}-{i}.png"

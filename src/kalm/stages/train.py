@@ -23,6 +23,7 @@ import numpy as np
 from kalm import paths
 from kalm.config import Params
 from kalm.data import Episode, atomic_path, read_episodes, write_json
+from kalm.rl.encoder import GROUNDED
 from kalm.seeds import seed_stream, seeds_of
 from kalm.tasks.world import OBS_DIM
 from kalm.tracking import log_artifact, log_metrics, set_tags, stage_run
@@ -115,11 +116,11 @@ def steps_done(params: Params) -> int:
 
 def goal_buffer(params: Params, variant: str, real: list[Episode], imagined: list[Episode]):
     """(replay buffer of goal-conditioned transitions, goal embedding size, distinct instructions)."""
+    from kalm.llm.reader import goal_encoder
     from kalm.rl.dataset import build_buffer
-    from kalm.rl.encoder import GoalEncoder
 
     start = time.perf_counter()
-    encoder = GoalEncoder(params.train.encoder)
+    encoder = goal_encoder(params.train.encoder)
     embeddings = encoder.table([e.instruction for e in [*real, *imagined]])
     log_metrics({"encode_seconds": time.perf_counter() - start})
     mix = params.train.mix if variant == "kalm" else "uniform"
@@ -177,6 +178,10 @@ def train_one(
     seconds = time.perf_counter() - start
     meta = {"variant": variant, "algo": algo_name, "seed_index": k, "seed": seed, "steps": steps_done(params)}
     meta |= {"encoder": cfg.encoder, "embedding_dim": embedding_dim, "state_dim": OBS_DIM}
+    if cfg.encoder == GROUNDED:  # evaluation must read instructions with the very same model
+        from kalm.llm.reader import fingerprint
+
+        meta["encoder_model"] = fingerprint(paths.GROUNDED_MODEL)
     (policy_out / f"seed{k}").mkdir()
     save_policy(algo, policy_out / f"seed{k}", meta)
     # Timings go to MLflow only: the metrics JSON is reproduced exactly by a re-run.
