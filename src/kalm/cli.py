@@ -158,7 +158,7 @@ def train(
     """Offline RL, every seed of one variant x algo -> models/policies/<variant>-<algo>/seed<k>/.
 
     Reads: data/offline/episodes.parquet (collect); for --variant kalm also data/imagined/{rephrase,easy,hard}.parquet
-    (imagine); the goal encoder that train.encoder names.
+    (imagine); the goal encoder that train.encoder names (grounded: models/grounded/ and models/base/ of ground).
 
     Writes: models/policies/<variant>-<algo>/seed<k>/ (safetensors + JSON; kalm with train.per_level:
     <level>/seed<k>/ per novel level), metrics/train/<variant>-<algo>.json, plots/train/<variant>-<algo>/seed<k>.csv.

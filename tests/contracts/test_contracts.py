@@ -115,6 +115,6 @@ def test_stages_depend_on_their_upstream_outputs() -> None:
         "collect": set(),
         "ground": {"base_model", "collect"},
         "imagine": {"base_model", "collect", "ground"},
-        **{name: {"collect", "imagine"} for name in policies},
+        **{name: {"base_model", "collect", "ground", "imagine"} for name in policies},  # train.encoder: grounded
         "evaluate": policies | {"base_model", "ground"},  # the grounded LLM is scored as a policy too
     }
