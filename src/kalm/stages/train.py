@@ -23,7 +23,7 @@ import numpy as np
 from kalm import paths
 from kalm.config import Params
 from kalm.data import Episode, atomic_path, read_episodes, write_json
-from kalm.rl.encoder import GROUNDED
+from kalm.rl.encoder import GROUNDED_NAMES
 from kalm.seeds import seed_stream, seeds_of
 from kalm.tasks.world import OBS_DIM
 from kalm.tracking import log_artifact, log_metrics, set_tags, stage_run
@@ -178,7 +178,7 @@ def train_one(
     seconds = time.perf_counter() - start
     meta = {"variant": variant, "algo": algo_name, "seed_index": k, "seed": seed, "steps": steps_done(params)}
     meta |= {"encoder": cfg.encoder, "embedding_dim": embedding_dim, "state_dim": OBS_DIM}
-    if cfg.encoder == GROUNDED:  # evaluation must read instructions with the very same model
+    if cfg.encoder in GROUNDED_NAMES:  # evaluation must read instructions with the very same model
         from kalm.llm.reader import fingerprint
 
         meta["encoder_model"] = fingerprint(paths.GROUNDED_MODEL)
