@@ -9,6 +9,7 @@ by the embedding.
 from __future__ import annotations
 
 import importlib.util
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,21 +48,30 @@ def encoder_dir(name: str) -> Path:
     return packaged_dir() if name == PACKAGED else Path(name)
 
 
-class CachedEncoder:
+class CachedEncoder(ABC):
     """Embeds instructions, one vector per distinct text, computed once: subclasses give ``dim`` and ``_embed``."""
 
     name: str
+    fingerprint: str | None = None  # which model made the vectors, where a policy must be read by the same one
 
     def __init__(self) -> None:
         self._cache: dict[str, np.ndarray] = {}
 
     @property
+    @abstractmethod
     def dim(self) -> int:
-        raise NotImplementedError
+        """The embedding size."""
 
+    @abstractmethod
     def _embed(self, texts: list[str]) -> np.ndarray:
         """(len(texts), dim) vectors of distinct texts."""
-        raise NotImplementedError
+
+    def meta(self) -> dict[str, object]:
+        """What a policy records of its goal encoder."""
+        out: dict[str, object] = {"encoder": self.name, "embedding_dim": self.dim}
+        if self.fingerprint is not None:
+            out["encoder_model"] = self.fingerprint
+        return out
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of ``texts`` as float32 (len(texts), dim); each distinct text is encoded once."""

@@ -154,11 +154,11 @@ class Embedder:
         if name not in self._encoders:
             self._encoders[name] = goal_encoder(name)
         encoder = self._encoders[name]
-        trained_on, now = meta.get("encoder_model"), getattr(encoder, "fingerprint", None)  # grounded models' hashes
-        if trained_on is not None and trained_on != now:
+        trained_on = meta.get("encoder_model")  # grounded models' hashes
+        if trained_on is not None and trained_on != encoder.fingerprint:
             raise InputFileError(
-                f"{folder}: trained on goal vectors of another grounded model ({trained_on}, now {now}): "
-                "re-run `python cli.py train`"
+                f"{folder}: trained on goal vectors of another grounded model ({trained_on}, now "
+                f"{encoder.fingerprint}): re-run `python cli.py train`"
             )
         return encoder.table(texts)
 

@@ -23,7 +23,6 @@ import numpy as np
 from kalm import paths
 from kalm.config import Params
 from kalm.data import Episode, atomic_path, read_episodes, write_json
-from kalm.rl.encoder import GROUNDED_NAMES
 from kalm.seeds import seed_stream, seeds_of
 from kalm.tasks.world import OBS_DIM
 from kalm.tracking import log_artifact, log_metrics, set_tags, stage_run
@@ -85,13 +84,13 @@ def train_policies(
 
     torch.set_num_threads(params.train.threads)
     quiet_d3rlpy()
-    buffer, embedding_dim, n_instructions = goal_buffer(params, variant, real, imagined)
+    buffer, encoder_meta, n_instructions = goal_buffer(params, variant, real, imagined)
     evaluators = {"mean_q": mean_q_evaluator(buffer, params.seed)} if algo_name != "bc" else None
     policy_out.mkdir(parents=True)
     curves_out.mkdir(parents=True)
     per_seed: dict[str, dict[str, float]] = {}
     for k in range(params.train.seeds):
-        rows = train_one(params, variant, algo_name, k, buffer, embedding_dim, evaluators, policy_out, log_to_mlflow)
+        rows = train_one(params, variant, algo_name, k, buffer, encoder_meta, evaluators, policy_out, log_to_mlflow)
         write_curve(curves_out / f"seed{k}.csv", rows)
         per_seed[f"seed{k}"] = (
             {key: round(v, 6) for key, v in rows[-1].items() if key not in ("epoch", "step")} if rows else {}
@@ -115,7 +114,8 @@ def steps_done(params: Params) -> int:
 
 
 def goal_buffer(params: Params, variant: str, real: list[Episode], imagined: list[Episode]):
-    """(replay buffer of goal-conditioned transitions, goal embedding size, distinct instructions)."""
+    """(replay buffer of goal-conditioned transitions, what the policies record of the goal encoder, distinct
+    instructions)."""
     from kalm.llm.reader import goal_encoder
     from kalm.rl.dataset import build_buffer
 
@@ -125,7 +125,7 @@ def goal_buffer(params: Params, variant: str, real: list[Episode], imagined: lis
     log_metrics({"encode_seconds": time.perf_counter() - start})
     mix = params.train.mix if variant == "kalm" else "uniform"
     buffer = build_buffer(real, imagined, embeddings, mix=mix, imagined_share=params.train.imagined_share)
-    return buffer, encoder.dim, len(embeddings)
+    return buffer, encoder.meta(), len(embeddings)
 
 
 def mean_q_evaluator(buffer: Any, seed: int):
@@ -147,7 +147,7 @@ def train_one(
     algo_name: str,
     k: int,
     buffer: Any,
-    embedding_dim: int,
+    encoder_meta: dict[str, Any],
     evaluators: dict | None,
     policy_out: Path,
     log_to_mlflow: bool,
@@ -162,7 +162,7 @@ def train_one(
     seed = policy_seed(params.seed, k)
     d3rlpy.seed(seed)
     config = make_config(algo_name, algo_params(params, algo_name), tuple(cfg.hidden_units))
-    algo = create_algo(config, OBS_DIM + embedding_dim)
+    algo = create_algo(config, OBS_DIM + encoder_meta["embedding_dim"])
     factory = MLflowAdapterFactory(prefix=f"seed{k}.", log_to_mlflow=log_to_mlflow)
     start = time.perf_counter()
     algo.fit(
@@ -177,11 +177,7 @@ def train_one(
     )
     seconds = time.perf_counter() - start
     meta = {"variant": variant, "algo": algo_name, "seed_index": k, "seed": seed, "steps": steps_done(params)}
-    meta |= {"encoder": cfg.encoder, "embedding_dim": embedding_dim, "state_dim": OBS_DIM}
-    if cfg.encoder in GROUNDED_NAMES:  # evaluation must read instructions with the very same model
-        from kalm.llm.reader import fingerprint
-
-        meta["encoder_model"] = fingerprint(paths.GROUNDED_MODEL)
+    meta |= {**encoder_meta, "state_dim": OBS_DIM}  # grounded: the model's fingerprint, checked by evaluate
     (policy_out / f"seed{k}").mkdir()
     save_policy(algo, policy_out / f"seed{k}", meta)
     # Timings go to MLflow only: the metrics JSON is reproduced exactly by a re-run.
