@@ -39,7 +39,9 @@ TINY_OVERRIDES = {
         "policy_episodes": 3,
     },
     "imagine": {"rephrase": 4, "easy": 4, "hard": 2, "batch_size": 4, "render": 1},
-    "train": {"seeds": 1, "steps": 20, "steps_per_epoch": 10, "min_imagined": 1},
+    # MiniLM: a stage test needs no grounded model in its folder (the pipeline test and tests/llm/test_reader.py read
+    # instructions with the grounded LLM, the default)
+    "train": {"seeds": 1, "steps": 20, "steps_per_epoch": 10, "min_imagined": 1, "encoder": "all-minilm-l6-v2"},
     "evaluate": {"episodes": 3, "easy_episodes": 4, "render": 1},
 }
 

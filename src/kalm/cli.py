@@ -145,6 +145,23 @@ def imagine(params: ParamsOption = Path("params.yaml")) -> None:
     typer.echo(f"imagine: match rate {rates}")
 
 
+@app.command("encode")
+def encode(params: ParamsOption = Path("params.yaml")) -> None:
+    """Embed every instruction the policies read, once -> data/goal_vectors.parquet.
+
+    Reads: data/offline/episodes.parquet (collect), data/imagined/{rephrase,easy,hard}.parquet (imagine), every
+    instruction of evaluate's levels (the package's goal suites), and the goal encoder that train.encoder names
+    (grounded: models/grounded/ and models/base/ of ground).
+
+    Writes: data/goal_vectors.parquet (train and evaluate read their goal vectors from it), metrics/encode.json.
+
+    Params: seed, goals.holdout_fraction, train.encoder.
+    """
+    metrics = _run("encode", _load(params))
+    counts = ", ".join(f"{source} {n:,}" for source, n in metrics["instructions"].items())
+    typer.echo(f"encode: {metrics['encoder']} ({metrics['embedding_dim']}-d), distinct instructions: {counts}")
+
+
 Variant = StrEnum("Variant", {v: v for v in paths.VARIANTS})  # offline episodes only, or offline + imagined
 Algo = StrEnum("Algo", {a: a for a in paths.ALGOS})  # offline RL algorithm
 
@@ -158,7 +175,8 @@ def train(
     """Offline RL, every seed of one variant x algo -> models/policies/<variant>-<algo>/seed<k>/.
 
     Reads: data/offline/episodes.parquet (collect); for --variant kalm also data/imagined/{rephrase,easy,hard}.parquet
-    (imagine); the goal encoder that train.encoder names (grounded: models/grounded/ and models/base/ of ground).
+    (imagine); their goal vectors from data/goal_vectors.parquet (encode; a text it lacks is embedded by the goal
+    encoder that train.encoder names: grounded reads models/grounded/ and models/base/ of ground).
 
     Writes: models/policies/<variant>-<algo>/seed<k>/ (safetensors + JSON; kalm with train.per_level:
     <level>/seed<k>/ per novel level), metrics/train/<variant>-<algo>.json, plots/train/<variant>-<algo>/seed<k>.csv.
@@ -199,9 +217,10 @@ def evaluate(
 ) -> None:
     """Success per level of every trained policy -> metrics/eval.json, plots/, reports/ (or --suite ... --out).
 
-    Reads: models/policies/<variant>-<algo>/seed<k>/ of every variant x algo (train), the goal encoder each policy
-    names, the goal suites of the package (with --suite: those files instead), models/base/ and models/grounded/
-    (ground: the LLM itself acting as a policy, the "llm" row).
+    Reads: models/policies/<variant>-<algo>/seed<k>/ of every variant x algo (train), their goal vectors from
+    data/goal_vectors.parquet (encode; texts it lacks: the goal encoder each policy names), the goal suites of the
+    package (with --suite: those files instead), models/base/ and models/grounded/ (ground: the LLM itself acting as
+    a policy, the "llm" row).
 
     Levels: train, and each novel level twice: on templates held out of imagination (rephrase, easy, hard,
     novel_mean) and on the instructions imagination was given (rephrase_given, ..., novel_mean_given: the paper's).

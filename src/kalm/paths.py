@@ -7,6 +7,7 @@ from kalm.tasks.world import NOVEL_LEVELS as NOVEL_LEVELS  # the imagined levels
 DATA = Path("data")
 OFFLINE_EPISODES = DATA / "offline" / "episodes.parquet"
 IMAGINED = DATA / "imagined"
+GOAL_VECTORS = DATA / "goal_vectors.parquet"  # encode: every instruction the policies read, embedded once
 
 
 def imagined_episodes(level: str) -> Path:

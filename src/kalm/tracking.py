@@ -8,12 +8,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from kalm.config import Params, flatten
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 SERVER_TIMEOUT_S = 5.0
+# MLflow 3 opens an experiment of this kind on its runs table; untagged, it opens on the GenAI traces overview.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+CPU_FLAGS = ("avx512_bf16", "avx512f", "avx2")  # the widest one names the kind: learnt metrics differ between kinds
 
 
 class TrackingError(RuntimeError):
@@ -49,11 +53,27 @@ def _git_sha() -> str:
     return out.stdout.strip() or "unknown"
 
 
+def cpu_model() -> str:
+    """The CPU's model name, family and model, and its widest vector extension (``AMD EPYC, family 25 model 1,
+    avx2``: "AMD EPYC" alone is Zen 3 or Zen 4), from /proc/cpuinfo."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return "unknown"
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = fields.get("flags", "").split()
+    widest = next((f for f in CPU_FLAGS if f in flags), "no avx2")
+    family, model = fields.get("cpu family", "?"), fields.get("model", "?")
+    return f"{fields.get('model name', 'unknown')}, family {family} model {model}, {widest}"
+
+
 def run_tags(stage: str) -> dict[str, str]:
-    """The tags of a stage run: stage, git_sha and the DVC experiment it belongs to (if any)."""
+    """The tags of a stage run: stage, git_sha, the CPU and the DVC experiment it belongs to (if any)."""
     return {
         "stage": stage,
         "git_sha": _git_sha(),
+        "cpu": cpu_model(),
         "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""),
         "dvc_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),
     }
@@ -84,6 +104,7 @@ def stage_run(stage: str, params: Params, sections: tuple[str, ...]) -> Iterator
     check_server(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(params.tracking.experiment)
+    mlflow.set_experiment_tag(*EXPERIMENT_KIND)
     exp_name = os.environ.get("DVC_EXP_NAME") or "repro"
     with mlflow.start_run(run_name=f"{stage}__{exp_name}", tags=run_tags(stage)) as run:
         logged = {"seed": params.seed}

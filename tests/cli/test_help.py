@@ -14,13 +14,14 @@ from tests.conftest import repo_params
 from tests.contracts.test_contracts import DVC
 
 runner = CliRunner()
-COMMANDS = ("base_model", "collect", "ground", "imagine", "train", "evaluate")
+COMMANDS = ("base_model", "collect", "ground", "imagine", "encode", "train", "evaluate")
 # One param each that matters most, named in the help whatever dvc.yaml says.
 KEY_PARAMS = {
     "base_model": "llm.backbone",
     "collect": "collect.episodes",
     "ground": "ground.lr",
     "imagine": "imagine.rephrase",
+    "encode": "train.encoder",
     "train": "train.steps",
     "evaluate": "evaluate.episodes",
 }

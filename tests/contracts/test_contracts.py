@@ -115,6 +115,7 @@ def test_stages_depend_on_their_upstream_outputs() -> None:
         "collect": set(),
         "ground": {"base_model", "collect"},
         "imagine": {"base_model", "collect", "ground"},
-        **{name: {"base_model", "collect", "ground", "imagine"} for name in policies},  # train.encoder: grounded
-        "evaluate": policies | {"base_model", "ground"},  # the grounded LLM is scored as a policy too
+        "encode": {"base_model", "collect", "ground", "imagine"},  # train.encoder: grounded
+        **{name: {"base_model", "collect", "ground", "imagine", "encode"} for name in policies},
+        "evaluate": policies | {"base_model", "ground", "encode"},  # the grounded LLM is scored as a policy too
     }

@@ -30,7 +30,7 @@ from tests.conftest import REPO, tiny_params_dict
 pytestmark = pytest.mark.slow
 
 TRAIN_STAGES = [f"train@{v}-{a}" for v in ("baseline", "kalm") for a in ("bc", "cql")]
-STAGES = ["base_model", "collect", "ground", "imagine", *TRAIN_STAGES, "evaluate"]
+STAGES = ["base_model", "collect", "ground", "imagine", "encode", *TRAIN_STAGES, "evaluate"]
 BIN = Path(sys.executable).parent
 
 
@@ -69,6 +69,7 @@ def copy_repo(dest: Path) -> Path:
     # No evaluation strips: 16 of them, ~40 software-rendered frames each, would add ~50 s to every evaluate run
     # (tests/stages/test_evaluate.py renders them). imagine still draws its strips under DVC.
     params["evaluate"]["render"] = 0
+    params["train"]["encoder"] = "grounded"  # the default: the encode stage reads instructions with the grounded LLM
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", cwd=dest)
     sh("git", "config", "user.name", "kalm tests", cwd=dest)  # `dvc exp run` needs a git identity
@@ -138,7 +139,7 @@ def test_repro_runs_every_stage_once_and_then_nothing(pipeline: Pipeline) -> Non
 
 def test_forced_rerun_reproduces_every_metric(pipeline: Pipeline) -> None:
     first = all_metrics(pipeline.repo)
-    expected = {f"metrics/{s}.json" for s in ("base_model", "collect", "ground", "imagine", "eval")}
+    expected = {f"metrics/{s}.json" for s in ("base_model", "collect", "ground", "imagine", "encode", "eval")}
     expected |= {f"metrics/train/{s.removeprefix('train@')}.json" for s in TRAIN_STAGES}
     assert set(first) == expected
     forced = pipeline.dvc("repro", "--force")

@@ -11,6 +11,7 @@ embed alike; a policy records the grounded model's fingerprint and evaluation re
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,11 @@ from typing import Any
 import numpy as np
 
 from kalm import paths
-from kalm.rl.encoder import GROUNDED_MEAN, GROUNDED_NAMES, CachedEncoder, GoalEncoder
+from kalm.data.vectors import read_vectors
+from kalm.rl.encoder import GROUNDED_MEAN, GROUNDED_NAMES, CachedEncoder, GoalEncoder, StoredEncoder
 
 BATCH = 64
+log = logging.getLogger(__name__)
 
 
 def prompt_vectors(
@@ -79,6 +82,24 @@ class InstructionEncoder(CachedEncoder):
         return prompt_vectors(self._lm, self._builder, self._pad_id, texts, self.pooling)
 
 
-def goal_encoder(name: str) -> CachedEncoder:
-    """The goal encoder ``train.encoder`` names: the grounded LLM, or a sentence-transformers model."""
+def live_encoder(name: str) -> CachedEncoder:
+    """The goal encoder ``train.encoder`` names, loaded: the grounded LLM, or a sentence-transformers model."""
     return InstructionEncoder(name) if name in GROUNDED_NAMES else GoalEncoder(name)
+
+
+def stored_encoder(name: str, vectors: Path = paths.GOAL_VECTORS) -> StoredEncoder | None:
+    """The table the ``encode`` stage made, when it holds ``name``'s vectors (for a grounded encoder, of the model
+    now in models/grounded); else None."""
+    if not Path(vectors).is_file():
+        return None
+    table, meta = read_vectors(vectors)
+    model = meta.get("encoder_model")
+    if meta["encoder"] != name or (model is not None and model != fingerprint(paths.GROUNDED_MODEL)):
+        log.info("%s holds vectors of another encoder or model: embedding with %s", vectors, name)
+        return None
+    return StoredEncoder(table, meta, lambda: live_encoder(name))
+
+
+def goal_encoder(name: str, vectors: Path = paths.GOAL_VECTORS) -> CachedEncoder:
+    """Encoder ``name``: its stored table (texts it lacks embedded live) or, without one, the live encoder."""
+    return stored_encoder(name, vectors) or live_encoder(name)

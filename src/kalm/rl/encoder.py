@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +86,29 @@ class CachedEncoder(ABC):
         """``{text: embedding}`` for the distinct ``texts``."""
         unique = list(dict.fromkeys(texts))
         return dict(zip(unique, self.encode(unique), strict=True))
+
+
+class StoredEncoder(CachedEncoder):
+    """The vectors the ``encode`` stage stored (``kalm.data.vectors``); a text the table lacks (a user's suite) is
+    embedded by ``live()``, the same encoder and model, loaded on first need."""
+
+    def __init__(self, vectors: dict[str, np.ndarray], meta: dict[str, object], live: Callable[[], CachedEncoder]):
+        super().__init__()
+        self._cache.update(vectors)
+        self.name = str(meta["encoder"])
+        self.fingerprint = meta.get("encoder_model")  # type: ignore[assignment]
+        self._dim = int(meta["embedding_dim"])  # type: ignore[arg-type]
+        self._live_encoder = live
+        self.live: CachedEncoder | None = None
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        if self.live is None:
+            self.live = self._live_encoder()
+        return self.live.encode(texts)
 
 
 class GoalEncoder(CachedEncoder):
