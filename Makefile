@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM := false
 export DVC_NO_ANALYTICS := 1
 export MUJOCO_GL ?= egl
 
-.PHONY: setup repro paper gpu test test-fast ui lint clean
+.PHONY: setup repro paper gpu test test-fast ui check lint clean
 
 setup: $(STAMP)
 
@@ -34,14 +34,26 @@ gpu: setup
 	args=$$($(BIN)/python -m kalm.profiles profiles/gpu.yaml) && \
 	PATH=$(CURDIR)/$(BIN):$$PATH eval $(BIN)/dvc exp run -n gpu $$args
 
+# Two workers of one thread each (tests/conftest.py sets OMP_NUM_THREADS=1), one test file per worker at a time so a
+# module's fixtures (the pipeline test's repository copy) are made once: the suite's wall time nearly halves on 2 cores.
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
+# Prints the address of the kalm experiment's runs table; one web worker and no job-queue workers (nothing here
+# submits MLflow jobs).
 ui: setup
+	$(BIN)/python -m kalm.ui
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 --backend-store-uri sqlite:///mlflow.db
+
+# Does this workspace's evaluation (a re-run, e.g. on another CPU model) agree with the committed one? Per figure:
+# inside the committed 95 % interval or not.
+check: setup
+	$(BIN)/python -m kalm.agreement
 
 lint: setup
 	$(BIN)/ruff check src tests cli.py benchmarks

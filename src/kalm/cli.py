@@ -220,13 +220,15 @@ def evaluate(
     Reads: models/policies/<variant>-<algo>/seed<k>/ of every variant x algo (train), their goal vectors from
     data/goal_vectors.parquet (encode; texts it lacks: the goal encoder each policy names), the goal suites of the
     package (with --suite: those files instead), models/base/ and models/grounded/ (ground: the LLM itself acting as
-    a policy, the "llm" row).
+    a policy, the "llm" row), metrics/ground.json and metrics/imagine.json (their headline figures, in the summary).
 
     Levels: train, and each novel level twice: on templates held out of imagination (rephrase, easy, hard,
     novel_mean) and on the instructions imagination was given (rephrase_given, ..., novel_mean_given: the paper's).
 
-    Writes: metrics/eval.json, plots/eval_success.csv, reports/eval_success.png, reports/eval/ (image strips); with
-    --suite only the --out file.
+    Writes: metrics/eval.json (the summary DVC reads: success per policy and level, novel means, the grounding and
+    imagination headline figures), metrics/eval_details.json (95 % intervals, per-seed figures, the behaviour row),
+    plots/eval_success.csv, reports/eval_success.png, reports/eval/ (image strips); with --suite only the --out
+    file.
 
     Params: seed, env.max_episode_steps, goals.holdout_fraction, evaluate.episodes, evaluate.easy_episodes,
     evaluate.render, train.threads, collect.policy (the behaviour row: the scripted policy on the same episodes),

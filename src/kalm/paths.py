@@ -19,7 +19,8 @@ METRICS = Path("metrics")
 
 
 def metrics_file(stage: str) -> Path:
-    """The metrics JSON of a stage (``metrics/<stage>.json``), read by DVC and logged to MLflow."""
+    """The metrics JSON of a stage (``metrics/<stage>.json``): committed and logged to MLflow; DVC reads only
+    evaluate's summary as a metric (``EVAL_METRICS``)."""
     return METRICS / f"{stage}.json"
 
 
@@ -62,7 +63,8 @@ def train_curves(variant: str, algo: str) -> Path:
 
 
 # evaluate (metrics/eval.json, as issue 5 names it, not metrics/evaluate.json)
-EVAL_METRICS = METRICS / "eval.json"
+EVAL_METRICS = METRICS / "eval.json"  # the summary: the only metrics file DVC reads (dvc.yaml)
+EVAL_DETAILS = METRICS / "eval_details.json"  # intervals, per-seed figures: an output, not a DVC metric
 EVAL_SUCCESS = PLOTS / "eval_success.csv"
 EVAL_REPORTS = REPORTS / "eval"
 EVAL_CHART = REPORTS / "eval_success.png"

@@ -15,8 +15,6 @@ from kalm.config import Params, flatten
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 SERVER_TIMEOUT_S = 5.0
-# MLflow 3 opens an experiment of this kind on its runs table; untagged, it opens on the GenAI traces overview.
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 CPU_FLAGS = ("avx512_bf16", "avx512f", "avx2")  # the widest one names the kind: learnt metrics differ between kinds
 
 
@@ -104,7 +102,6 @@ def stage_run(stage: str, params: Params, sections: tuple[str, ...]) -> Iterator
     check_server(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(params.tracking.experiment)
-    mlflow.set_experiment_tag(*EXPERIMENT_KIND)
     exp_name = os.environ.get("DVC_EXP_NAME") or "repro"
     with mlflow.start_run(run_name=f"{stage}__{exp_name}", tags=run_tags(stage)) as run:
         logged = {"seed": params.seed}

@@ -47,3 +47,14 @@ def test_tracking_disabled_runs_without_mlflow(tiny_params_file: Path, tmp_path:
     assert result.exit_code == 0, result.output
     assert paths.OFFLINE_EPISODES.is_file() and paths.metrics_file("collect").is_file()
     assert not list(tmp_path.glob("*.db")) and not (tmp_path / "mlruns").exists()
+
+
+def test_ui_address_is_the_experiments_runs_table(mlflow_store: str) -> None:
+    import mlflow
+
+    from kalm.ui import runs_url
+
+    assert runs_url("kalm", mlflow_store).endswith("/#/experiments (no 'kalm' experiment yet: run `make repro`)")
+    experiment_id = mlflow.MlflowClient(tracking_uri=mlflow_store).create_experiment("kalm")
+    expected = f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    assert runs_url("kalm", mlflow_store) == expected

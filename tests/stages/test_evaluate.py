@@ -91,9 +91,24 @@ def test_episodes_are_fixed_by_the_seed_and_goals_do_not_hold_at_start(tiny_para
     assert any(not np.array_equal(x.positions, z.positions) for x, z in zip(a["train"], c["train"], strict=True))
 
 
-def test_evaluate_writes_metrics_plots_and_reports(policies: None, short: Params, mlflow_store: str) -> None:
+def test_evaluate_writes_metrics_plots_and_reports(
+    policies: None, short: Params, mlflow_store: str, tiny_grounded: Path
+) -> None:
+    paths.METRICS.mkdir()
+    shutil.copy(tiny_grounded / paths.metrics_file("ground"), paths.metrics_file("ground"))
     metrics = evaluate.run(short)
-    assert json.loads(paths.EVAL_METRICS.read_text()) == metrics
+    assert json.loads(paths.EVAL_DETAILS.read_text()) == metrics
+    # The summary DVC reads: success per level and the novel means of each row, and the grounding headline.
+    summary = json.loads(paths.EVAL_METRICS.read_text())
+    rows = ("baseline-bc", "baseline-cql", "kalm-bc", "kalm-cql", evaluate.LLM_ROW)
+    assert set(summary) == {*rows, "ground"}
+    columns = {*metrics["episodes"], "novel_mean", "novel_mean_given"}
+    assert all(summary[row] == {k: metrics[row][k] for k in columns} for row in rows)
+    ground = json.loads(paths.metrics_file("ground").read_text())
+    assert summary["ground"]["policy_success"] == ground["policy_success"]
+    assert summary["ground"]["dynamics_vs_copy"] == round(
+        ground["dynamics_mse"] / ground["dynamics_mse_copy_baseline"], 4
+    )
     assert metrics["episodes"] == EPISODES
     for name in ("baseline-bc", "baseline-cql", "kalm-bc", "kalm-cql"):
         entry = metrics[name]

@@ -8,8 +8,10 @@ Levels: ``train`` (the 80 training goals with their training phrasings) and the 
 scored on the instructions imagination was given (``rephrase_given``, ...: the paper's protocol). Each level has
 ``evaluate.episodes`` episodes (``easy_episodes`` for the one-step easy levels) whose goal, instruction and initial
 ball positions are drawn from the params seed, so every policy and seed meets the same starts. Episodes are stepped
-in parallel, one batched policy forward per step. Writes ``metrics/eval.json``, ``plots/eval_success.csv``,
-``reports/eval_success.png`` and image strips of a few episodes in ``reports/eval/``.
+in parallel, one batched policy forward per step. Writes ``metrics/eval.json`` (the summary `dvc exp show` reads:
+each row's success per level and novel means, and the grounding and imagination headline figures),
+``metrics/eval_details.json`` (with 95 % intervals, per-seed figures, the behaviour row and episode counts),
+``plots/eval_success.csv``, ``reports/eval_success.png`` and image strips of a few episodes in ``reports/eval/``.
 """
 
 from __future__ import annotations
@@ -266,6 +268,25 @@ def render_episode(choose: Chooser, episode: EvalEpisode, max_steps: int, out: P
     save_strip(rollout.frames, f"{title}: “{episode.instruction}” — {outcome}", out, STRIP_FRAMES)
 
 
+def headline(summary: dict[str, Any]) -> dict[str, Any]:
+    """Each row's success per level and its novel means, without intervals and per-seed figures."""
+    return {name: {k: v for k, v in entry.items() if k not in ("ci95", "seeds")} for name, entry in summary.items()}
+
+
+def upstream_headline() -> dict[str, Any]:
+    """The grounding and imagination figures the summary carries beside the policies', from those stages' metrics
+    files (a grounded model or rollouts made outside the pipeline have none)."""
+    out: dict[str, Any] = {}
+    if (ground_file := paths.metrics_file("ground")).is_file():
+        ground = json.loads(ground_file.read_text(encoding="utf-8"))
+        out["ground"] = {k: ground[k] for k in ("policy_success", "generation_match_rate") if k in ground}
+        out["ground"]["dynamics_vs_copy"] = round(ground["dynamics_mse"] / ground["dynamics_mse_copy_baseline"], 4)
+    if (imagine_file := paths.metrics_file("imagine")).is_file():
+        levels = json.loads(imagine_file.read_text(encoding="utf-8"))["levels"]
+        out["imagine"] = {lv: {"match_rate": m["match_rate"], "kept": m["kept"]} for lv, m in levels.items()}
+    return out
+
+
 def write_success_csv(summary: dict[str, Any], levels: Sequence[str], out: Path) -> None:
     """One row per policy and level, for `dvc plots`."""
     with atomic_path(out) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
@@ -292,11 +313,13 @@ def run(params: Params) -> dict[str, Any]:
         summary = summarise(results, list(levels))
         behaviour = evaluate_behaviour(params, levels)
         metrics = {**summary, "behaviour": behaviour, "episodes": {lv: len(e) for lv, e in levels.items()}}
+        summary_only = {**headline(summary), **upstream_headline()}
         write_success_csv(summary, list(levels), paths.EVAL_SUCCESS)
         png = paths.EVAL_CHART
         with atomic_path(png) as tmp:
             bar_chart(summary, list(levels), tmp)
-        write_json(paths.EVAL_METRICS, metrics)
+        write_json(paths.EVAL_METRICS, summary_only)  # what `dvc metrics show` / `dvc exp show` read
+        write_json(paths.EVAL_DETAILS, metrics)
         log_metrics(metrics)
         log_artifact(png)
         log_artifact(paths.EVAL_SUCCESS)
