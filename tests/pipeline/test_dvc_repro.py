@@ -70,6 +70,10 @@ def copy_repo(dest: Path) -> Path:
     # (tests/stages/test_evaluate.py renders them). imagine still draws its strips under DVC.
     params["evaluate"]["render"] = 0
     params["train"]["encoder"] = "grounded"  # the default: the encode stage reads instructions with the grounded LLM
+    # Keep the tiny LLM's rollouts so that kalm trains its per-level policies here too: with none kept, its curves
+    # folder (plots/train/kalm-*, uncached) is empty, git cannot carry an empty folder into a queued experiment's
+    # workspace, and DVC re-runs those train stages there.
+    params["imagine"]["filter"] = "none"
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", cwd=dest)
     sh("git", "config", "user.name", "kalm tests", cwd=dest)  # `dvc exp run` needs a git identity
@@ -140,6 +144,7 @@ def test_repro_runs_every_stage_once_and_then_nothing(pipeline: Pipeline) -> Non
 def test_forced_rerun_reproduces_every_metric(pipeline: Pipeline) -> None:
     first = all_metrics(pipeline.repo)
     expected = {f"metrics/{s}.json" for s in ("base_model", "collect", "ground", "imagine", "encode", "eval")}
+    expected.add("metrics/eval_details.json")
     expected |= {f"metrics/train/{s.removeprefix('train@')}.json" for s in TRAIN_STAGES}
     assert set(first) == expected
     forced = pipeline.dvc("repro", "--force")
