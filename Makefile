@@ -35,7 +35,9 @@ gpu: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH eval $(BIN)/dvc exp run -n gpu $$args
 
 # Two workers of one thread each (tests/conftest.py sets OMP_NUM_THREADS=1), one test file per worker at a time so a
-# module's fixtures (the pipeline test's repository copy) are made once: the suite's wall time nearly halves on 2 cores.
+# module's fixtures (the pipeline test's repository copy) are made once; the pipeline test, the longest file (~5 min),
+# is collected first (tests/conftest.py) so that the other worker runs everything else beside it: the suite's wall
+# time nearly halves on 2 cores.
 TEST_WORKERS ?= 2
 test: setup
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile

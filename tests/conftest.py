@@ -143,3 +143,9 @@ def tiny_grounded(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, tin
     finally:
         os.chdir(here)
     return root
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The pipeline test first (one module, ~5 min): under `make test`'s two xdist workers one runs it while the other
+    runs every other file beside it."""
+    items.sort(key=lambda item: not item.nodeid.startswith("tests/pipeline/"))

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kalm import paths
 from tests.conftest import REPO, tiny_params_dict
 
 pytestmark = pytest.mark.slow
@@ -260,6 +261,10 @@ def test_queued_experiment_runs_through_one_worker(pipeline: Pipeline) -> None:
     evaluation = data["metrics"]["metrics/eval.json"]["data"]
     assert {"baseline-bc", "kalm-cql"} <= set(evaluation)  # the summary: one episode per level, so 0 or 1
     assert all(evaluation["baseline-bc"][lv] in (0.0, 1.0) for lv in ("train", "rephrase", "easy", "hard"))
-    assert evaluation != workspace
+    # the episode counts are in the details, which the experiment's commit carries
+    refs = sh("git", "for-each-ref", "--format=%(refname)", "refs/exps", cwd=pipeline.repo, stdout_only=True)
+    (ref,) = [r for r in refs.split() if r.endswith(f"/{name}")]
+    details = sh("git", "show", f"{ref}:{paths.EVAL_DETAILS.as_posix()}", cwd=pipeline.repo, stdout_only=True)
+    assert json.loads(details)["episodes"]["train"] == 1
     # queued experiments leave the workspace alone
     assert json.loads((pipeline.repo / "metrics" / "eval.json").read_text()) == workspace
