@@ -11,12 +11,16 @@ of a balanced batch: ``train.imagined_share``) and ``per_level=1`` (the paper's 
 offline + that level's rollouts, scored on that level, the train level by the rephrase-level policy; a level with no
 chosen rollouts is scored by the baseline's policies, which are the same policies) and ``count`` (a seeded random
 subset of that many of each level's chosen rollouts: how a level grows with its rollouts). ``filter`` may chain tests
-with ``+`` (``successful+realistic``). Every set trains
+with ``+`` (``successful+realistic``). ``replays`` is an oracle for diagnosis only, never a filter KALM may use: it
+keeps the rollouts whose generated actions, replayed in the real env from the same start, reach the goal — what
+correct imagination would buy at a given count (``successful+replays`` beside ``successful`` with the same
+``count``). Every set trains
 ``train.seeds`` policies per algorithm with the `train` stage's code and params; the baseline is trained in the same
 run (``--seeds`` overrides ``train.seeds``). Prints per-level success (mean over seeds) with Wilson 95 % intervals
 on the pooled episodes, on both protocols (held-out templates, and the ``_given`` instructions imagination had), and
 each set's novel means against the baseline's. Nothing is written outside a temporary folder; nothing is logged to
-MLflow. Only the goal's own test on generated states is used to select rollouts, never the real env.
+MLflow. Outside the ``replays`` oracle only the goal's own test on generated states selects rollouts, never the real
+env.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ import numpy as np
 from kalm import config, paths, stats
 from kalm.config import load_params
 from kalm.data import read_episodes
+from kalm.env import CLEVRRobotEnv
 from kalm.stages import evaluate, imagine, train
+from kalm.tasks import parse_goal
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
@@ -45,11 +51,20 @@ def parse_set(text: str) -> tuple[str, dict[str, str]]:
     return name, options
 
 
-def chosen_rollouts(episodes: list, how: str, limit: float, count: int | None, seed: int) -> list:
-    """The rollouts that pass every ``+``-joined test of ``how`` (`imagine.kept`); with ``count``, a seeded random
-    subset of that many."""
+def replaying(episodes: list, max_steps: int) -> list:
+    """The oracle: the rollouts whose actions reach the goal, replayed in the real env (`imagine.replay_succeeds`)."""
+    env = CLEVRRobotEnv(max_episode_steps=max_steps)
+    try:
+        return [e for e in episodes if imagine.replay_succeeds(env, parse_goal(e.goal), e.observations[0], e.actions)]
+    finally:
+        env.close()
+
+
+def chosen_rollouts(episodes: list, how: str, limit: float, count: int | None, seed: int, max_steps: int) -> list:
+    """The rollouts that pass every ``+``-joined test of ``how`` (`imagine.kept`, or the ``replays`` oracle); with
+    ``count``, a seeded random subset of that many."""
     for test in how.split("+"):
-        episodes = imagine.kept(episodes, test, limit)
+        episodes = replaying(episodes, max_steps) if test == "replays" else imagine.kept(episodes, test, limit)
     if count is not None and count < len(episodes):
         rows = np.sort(np.random.default_rng(seed).permutation(len(episodes))[:count])
         episodes = [episodes[i] for i in rows]
@@ -77,6 +92,7 @@ def main() -> None:
     real = read_episodes(paths.OFFLINE_EPISODES, made_by="collect")
     rollouts = {lv: read_episodes(paths.imagined_episodes(lv), made_by="imagine") for lv in paths.NOVEL_LEVELS}
     limit = imagine.dynamics_limit(real)
+    max_steps = params.env.max_episode_steps
     levels = evaluate.level_episodes(params)
     embedder = evaluate.Embedder()
     results = {}
@@ -90,7 +106,9 @@ def main() -> None:
                 count = int(options["count"]) if "count" in options else None
                 imagined = (
                     {
-                        lv: chosen_rollouts(rollouts[lv], options.get("filter", "none"), limit, count, params.seed)
+                        lv: chosen_rollouts(
+                            rollouts[lv], options.get("filter", "none"), limit, count, params.seed, max_steps
+                        )
                         for lv in chosen
                     }
                     if variant == "kalm"

@@ -76,6 +76,11 @@ class GroundConfig(_Section):
         description="A state as one position (all coordinates) or one per ball (its colour word + its coordinates)."
     )
     episodes: int = Field(ge=0, description="Offline episodes to train on (0 = all of the training split).")
+    patterns: list[Literal["generation", "dynamics", "terminal", "explanation"]] = Field(
+        min_length=1,
+        description="The SFT objectives trained (any subset of the four; the paper's Table 1 ablates explanation "
+        "and dynamics).",
+    )
     heads: Literal["mlp", "linear"] = Field(
         description="mlp: after the SFT, with the LM frozen, fit an action head on [hidden state, s_t] and a world "
         "model on (s_t, a_t, previous step) over many offline episodes; linear: the SFT's own heads (the paper's)."
@@ -104,6 +109,8 @@ class GroundConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> GroundConfig:
+        if len(set(self.patterns)) != len(self.patterns):
+            raise ValueError(f"patterns: {self.patterns} names a pattern twice")
         if any(u <= 0 for u in self.head_units):
             raise ValueError(f"head_units: {self.head_units} must all be positive")
         if self.state_features in ("pairs", "relations") and self.state_slots == "balls":

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from kalm.llm.batches import collate, make_batches
+from kalm.config import ConfigError, with_overrides
+from kalm.data import Episode
+from kalm.llm.batches import collate, episode_samples, make_batches
 from kalm.llm.numeric import NumericIO, anchor_states, denormalise, normalise
 from kalm.llm.prompts import ACTION, BALL, IGNORE, STATE, TEXT, SampleBuilder
 
@@ -141,6 +144,28 @@ def test_every_batch_mixes_the_patterns_trimmed_to_the_longest() -> None:
     # the shortest generation samples share a batch (length-sorted within each pattern)
     short = [b for b in batches if (b["action_targets"] != IGNORE).sum() == 1 + 2]
     assert len(short) == 1
+
+
+def test_an_ablation_keeps_only_its_patterns_with_the_full_sfts_phrasings_and_transitions(tiny_params) -> None:
+    episode = Episode(
+        episode_id=0, level="train", source="offline", goal="{}", instruction="push red left",
+        instructions=["push red left", "move the red ball left", "red ball to the left"],
+        observations=STATES, actions=ACTIONS.astype(np.int16), rewards=np.zeros(3, np.float32),
+        success=True, terminated=True, seed=0,
+    )  # fmt: skip
+    full = episode_samples(BUILDER, episode, np.random.default_rng(1))
+    assert [s.pattern for s in full] == [1, 0, 2, 3]
+    ablated = episode_samples(BUILDER, episode, np.random.default_rng(1), ["generation", "terminal"])
+    assert [s.pattern for s in ablated] == [0, 2]
+    for sample in ablated:  # the same draws as the full SFT's samples of these patterns
+        twin = next(s for s in full if s.pattern == sample.pattern)
+        assert np.array_equal(sample.input_ids, twin.input_ids)
+    with pytest.raises(ConfigError, match="twice"):
+        with_overrides(tiny_params, {"ground.patterns": ["dynamics", "dynamics"]}, "test")
+    with pytest.raises(ConfigError, match="patterns"):
+        with_overrides(tiny_params, {"ground.patterns": ["rollout"]}, "test")
+    with pytest.raises(ConfigError, match="patterns"):
+        with_overrides(tiny_params, {"ground.patterns": []}, "test")
 
 
 def test_anchor_is_the_latest_state_slot() -> None:

@@ -9,16 +9,19 @@ import torch
 
 from kalm.data import Episode
 from kalm.llm.numeric import normalise
-from kalm.llm.prompts import IGNORE, TEXT, Sample, SampleBuilder
+from kalm.llm.prompts import IGNORE, PATTERNS, TEXT, Sample, SampleBuilder
 
 _FIELDS = ("input_ids", "kinds", "state_inputs", "action_inputs", "state_targets", "state_mask", "action_targets")
 
 
-def episode_samples(builder: SampleBuilder, episode: Episode, rng: np.random.Generator) -> list[Sample]:
-    """One sample per pattern for an episode, each with a freshly sampled phrasing (and transition).
+def episode_samples(
+    builder: SampleBuilder, episode: Episode, rng: np.random.Generator, patterns: Sequence[str] = PATTERNS
+) -> list[Sample]:
+    """One sample per pattern of ``patterns`` for an episode, each with a freshly sampled phrasing (and transition).
 
     Generation, terminal-state and explanation samples need a rollout that reaches its instruction, so they come
-    only from successful episodes; the dynamics pattern uses any transition.
+    only from successful episodes; the dynamics pattern uses any transition. Every pattern is drawn whether kept or
+    not, so an ablation (``ground.patterns``) trains on the same phrasings and transitions as the full SFT.
     """
     states = normalise(episode.observations)
     actions = episode.actions.astype(np.int64)
@@ -30,7 +33,8 @@ def episode_samples(builder: SampleBuilder, episode: Episode, rng: np.random.Gen
         samples.append(builder.generation(pick(), states, actions))
         samples.append(builder.terminal(pick(), states[0], states[-1]))
         samples.append(builder.explanation(pick(), states, actions))
-    return samples
+    keep = {PATTERNS.index(name) for name in patterns}
+    return [s for s in samples if s.pattern in keep]
 
 
 def collate(samples: Sequence[Sample], pad_id: int) -> dict[str, torch.Tensor]:

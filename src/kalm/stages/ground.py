@@ -227,7 +227,10 @@ def training_batches(params: Params, builder, train_eps: list[Episode], pad_id: 
     from kalm.llm.batches import episode_samples, make_batches
 
     rng = seed_stream(params.seed, "ground.samples")
-    samples = [s for _ in range(params.ground.epochs) for e in train_eps for s in episode_samples(builder, e, rng)]
+    patterns = params.ground.patterns
+    samples = [
+        s for _ in range(params.ground.epochs) for e in train_eps for s in episode_samples(builder, e, rng, patterns)
+    ]
     return samples, make_batches(samples, params.ground.batch_size, pad_id, rng)
 
 
