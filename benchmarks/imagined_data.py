@@ -82,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--set", action="append", default=[], help="name[:filter=..,levels=..,mix=..] (repeatable)")
-    parser.add_argument("--algo", action="append", choices=paths.ALGOS, help="default: both")
+    parser.add_argument("--algo", action="append", choices=paths.ALGOS, help="default: train.algos")
     parser.add_argument("--seeds", type=int, help="policies per set and algo (default: train.seeds)")
     args = parser.parse_args()
     params = load_params(args.params)
@@ -98,7 +98,7 @@ def main() -> None:
     results = {}
     baseline_seeds: dict[str, stats.SeedResults] = {}
     with tempfile.TemporaryDirectory(prefix="kalm-imagined-") as tmp:
-        for algo in args.algo or list(paths.ALGOS):
+        for algo in args.algo or params.train.algos:
             for text in ["baseline", *args.set]:
                 name, options = parse_set(text)
                 chosen = options.get("levels", "+".join(paths.NOVEL_LEVELS)).split("+")

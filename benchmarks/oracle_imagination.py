@@ -118,7 +118,7 @@ def train_and_score(params, algo, variant, real, imagined, levels, embedder, out
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--algo", action="append", choices=paths.ALGOS, help="repeatable; default: bc and cql")
+    parser.add_argument("--algo", action="append", choices=paths.ALGOS, help="repeatable; default: train.algos")
     parser.add_argument("--seeds", type=int, default=1, help="policies per algo and data set")
     parser.add_argument("--every-task", action="store_true", help="oracle on all of imagine's tasks, not the kept")
     parser.add_argument("--per-level", action="store_true", help="one kalm policy per novel level (the paper's)")
@@ -138,7 +138,7 @@ def main() -> None:
     embedder = evaluate.Embedder()
     table: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for algo in args.algo or list(paths.ALGOS):
+        for algo in args.algo or params.train.algos:
             for name, imagined in sets.items():
                 variant = "baseline" if name == "baseline" else "kalm"
                 if args.per_level and variant == "kalm":
@@ -158,7 +158,7 @@ def main() -> None:
                 table[f"{name} {algo}"] = row
                 print(f"{name:>12} {algo}: " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
     print("\nnovel_mean relative to the baseline of the same algo:")
-    for algo in args.algo or list(paths.ALGOS):
+    for algo in args.algo or params.train.algos:
         base = table[f"baseline {algo}"]["novel_mean"]
         for name in ("kalm-llm", "kalm-oracle"):
             value = table[f"{name} {algo}"]["novel_mean"]

@@ -182,8 +182,8 @@ def train(
     <level>/seed<k>/ per novel level), metrics/train/<variant>-<algo>.json, plots/train/<variant>-<algo>/seed<k>.csv.
 
     Params: seed, train.seeds, train.steps, train.steps_per_epoch, train.mix, train.imagined_share, train.per_level and
-    train.min_imagined (kalm only), train.encoder, train.hidden_units, train.threads, and train.bc or train.cql (the
-    --algo's hyper-parameters).
+    train.min_imagined (kalm only), train.encoder, train.hidden_units, train.threads, and train.<algo> (the --algo's
+    hyper-parameters: bc, cql, bcq or dt; dvc.yaml's matrix trains those train.algos names).
     """
     metrics = _run("train", _load(params), variant.value, algo.value)
     sets = {lv: metrics[lv] for lv in NOVEL_LEVELS} if metrics.get("per_level") else {"": metrics}
@@ -217,10 +217,11 @@ def evaluate(
 ) -> None:
     """Success per level of every trained policy -> metrics/eval.json, plots/, reports/ (or --suite ... --out).
 
-    Reads: models/policies/<variant>-<algo>/seed<k>/ of every variant x algo (train), their goal vectors from
-    data/goal_vectors.parquet (encode; texts it lacks: the goal encoder each policy names), the goal suites of the
-    package (with --suite: those files instead), models/base/ and models/grounded/ (ground: the LLM itself acting as
-    a policy, the "llm" row), metrics/ground.json and metrics/imagine.json (their headline figures, in the summary).
+    Reads: models/policies/<variant>-<algo>/seed<k>/ of every variant x algo of train.algos (train), their goal
+    vectors from data/goal_vectors.parquet (encode; texts it lacks: the goal encoder each policy names), the goal
+    suites of the package (with --suite: those files instead), models/base/ and models/grounded/ (ground: the LLM
+    itself acting as a policy, the "llm" row), metrics/ground.json and metrics/imagine.json (their headline figures,
+    in the summary).
 
     Levels: train, and each novel level twice: on templates held out of imagination (rephrase, easy, hard,
     novel_mean) and on the instructions imagination was given (rephrase_given, ..., novel_mean_given: the paper's).
@@ -231,8 +232,8 @@ def evaluate(
     file.
 
     Params: seed, env.max_episode_steps, goals.holdout_fraction, evaluate.episodes, evaluate.easy_episodes,
-    evaluate.render, train.threads, collect.policy (the behaviour row: the scripted policy on the same episodes),
-    llm.device and ground.precision (the llm row).
+    evaluate.render, train.threads, train.algos (the rows), collect.policy (the behaviour row: the scripted policy on
+    the same episodes), llm.device and ground.precision (the llm row).
     """
     loaded = _load(params)
     if not suite:

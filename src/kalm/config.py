@@ -12,6 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from kalm.paths import ALGOS
+
 MIXES = ("uniform", "balanced")  # how the kalm variant mixes real and imagined transitions (kalm.rl.dataset)
 
 
@@ -153,6 +155,34 @@ class CQLParams(_Section):
     target_update_interval: int = Field(gt=0, description="Steps between target syncs (reference code: 8000).")
 
 
+class BCQParams(_Section):
+    """DiscreteBCQ hyper-parameters (ImagineBench's algorithms; Q-learning like CQL, actions restricted to those an
+    imitator finds likely)."""
+
+    batch_size: int = Field(gt=0)
+    lr: float = Field(gt=0.0, description="Adam learning rate.")
+    gamma: float = Field(gt=0.0, le=1.0, description="Discount.")
+    n_critics: int = Field(ge=1, le=10, description="Q functions in the ensemble.")
+    action_flexibility: float = Field(
+        ge=0.0, le=1.0, description="Actions whose imitator probability / the best one's falls below this are masked."
+    )
+    beta: float = Field(ge=0.0, description="Imitator logit regulariser.")
+    target_update_interval: int = Field(gt=0, description="Steps between target syncs.")
+
+
+class DTParams(_Section):
+    """DiscreteDecisionTransformer hyper-parameters (the paper's DT row): it reads the last ``context_size`` steps
+    with their returns-to-go and is asked for ``target_return``."""
+
+    batch_size: int = Field(gt=0, description="Trajectory slices per step.")
+    lr: float = Field(gt=0.0, description="AdamW learning rate (warm-up, then cosine decay).")
+    context_size: int = Field(gt=0, description="Steps the transformer reads.")
+    num_layers: int = Field(gt=0, description="Attention blocks.")
+    num_heads: int = Field(gt=0, description="Attention heads (must divide the encoder's last width).")
+    dropout: float = Field(ge=0.0, lt=1.0, description="Attention, residual and embedding dropout.")
+    target_return: float = Field(description="Return asked for at evaluation (a reached goal pays 1).")
+
+
 class TrainConfig(_Section):
     """The `train` stage: d3rlpy offline RL on real (+ imagined) episodes, one policy per variant, algo and seed."""
 
@@ -177,8 +207,13 @@ class TrainConfig(_Section):
     )
     hidden_units: list[int] = Field(min_length=1, description="Encoder MLP widths, ReLU (paper: [256, 256]).")
     threads: int = Field(ge=1, le=256, description="torch threads (2 oversubscribe a shared 2-core CPU).")
+    algos: list[Literal[ALGOS]] = Field(
+        min_length=1, description="Algorithms the pipeline trains and evaluates, each with and without KALM."
+    )
     bc: BCParams
     cql: CQLParams
+    bcq: BCQParams
+    dt: DTParams
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -186,6 +221,12 @@ class TrainConfig(_Section):
             raise ValueError(f"steps_per_epoch: {self.steps_per_epoch} is more than steps ({self.steps})")
         if any(u <= 0 for u in self.hidden_units):
             raise ValueError(f"hidden_units: {self.hidden_units} must all be positive")
+        if len(set(self.algos)) != len(self.algos):
+            raise ValueError(f"algos: {self.algos} names an algorithm twice")
+        if self.hidden_units[-1] % self.dt.num_heads:
+            raise ValueError(
+                f"dt.num_heads: {self.dt.num_heads} does not divide hidden_units[-1] ({self.hidden_units[-1]})"
+            )
         return self
 
 

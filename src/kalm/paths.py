@@ -36,7 +36,7 @@ IMAGINE_REPORTS = REPORTS / "imagine"
 
 # train: one DVC matrix entry per variant x algo; each trains every seed.
 VARIANTS = ("baseline", "kalm")  # baseline first: evaluate scores per-level kalm's untrained levels by it
-ALGOS = ("bc", "cql")
+ALGOS = ("bc", "cql", "bcq", "dt")  # train.algos picks which of them the pipeline trains
 POLICIES = MODELS / "policies"
 TRAIN_METRICS = METRICS / "train"
 TRAIN_CURVES = PLOTS / "train"

@@ -13,10 +13,13 @@ from kalm.config import Params, flatten
 from tests.conftest import REPO, repo_params
 
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+TRAINED = PARAMS["train"]["algos"]  # the matrix's algorithms
 
 
 def expand(stages: dict) -> dict:
-    """Matrix stages as DVC generates them (``train@baseline-cql``), with ``${item.*}`` substituted."""
+    """Matrix stages as DVC generates them (``train@baseline-cql``), with ``${item.*}`` substituted and a matrix
+    axis read from params.yaml (``${train.algos}``)."""
     out = {}
     for name, stage in stages.items():
         matrix = stage.get("matrix")
@@ -24,7 +27,8 @@ def expand(stages: dict) -> dict:
             out[name] = stage
             continue
         body = yaml.safe_dump({k: v for k, v in stage.items() if k != "matrix"})
-        for values in itertools.product(*matrix.values()):
+        axes = [PARAMS["train"]["algos"] if axis == "${train.algos}" else axis for axis in matrix.values()]
+        for values in itertools.product(*axes):
             text = body
             for key, value in zip(matrix, values, strict=True):
                 text = text.replace(f"${{item.{key}}}", str(value))
@@ -111,7 +115,7 @@ def test_outputs_are_the_paths_of_kalm_paths() -> None:
     assert [next(iter(p)) for p in STAGES["ground"]["plots"]] == [str(paths.GROUND_LOSS)]
     assert [next(iter(p)) for p in STAGES["evaluate"]["plots"]] == [str(paths.EVAL_SUCCESS)]
     for variant in paths.VARIANTS:
-        for algo in paths.ALGOS:
+        for algo in TRAINED:
             stage = STAGES[f"train@{variant}-{algo}"]
             assert outs_of(stage) == [str(paths.policy_dir(variant, algo)), str(paths.train_metrics(variant, algo))]
             assert [next(iter(p)) for p in stage["plots"]] == [str(paths.train_curves(variant, algo))]
@@ -119,8 +123,11 @@ def test_outputs_are_the_paths_of_kalm_paths() -> None:
 
 def test_stages_depend_on_their_upstream_outputs() -> None:
     outs = {out: name for name, stage in STAGES.items() for out in outs_of(stage)}
-    upstream = {name: {outs[d] for d in stage["deps"] if d in outs} for name, stage in STAGES.items()}
-    policies = {f"train@{v}-{a}" for v in paths.VARIANTS for a in paths.ALGOS}
+    upstream = {  # a folder dep (models/policies) depends on every output inside it
+        name: {stage_name for d in stage["deps"] for out, stage_name in outs.items() if (out + "/").startswith(d + "/")}
+        for name, stage in STAGES.items()
+    }
+    policies = {f"train@{v}-{a}" for v in paths.VARIANTS for a in TRAINED}
     assert upstream == {
         "base_model": set(),
         "collect": set(),

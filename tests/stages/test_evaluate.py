@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from kalm import paths, stats
 from kalm.cli import app
-from kalm.config import Params, parse_params
+from kalm.config import Params, parse_params, with_overrides
 from kalm.stages import evaluate, imagine, train
 from kalm.tasks.goals import parse_goal
 from kalm.tasks.world import COLOURS, NOVEL_LEVELS, PUSH_DIRECTIONS
@@ -33,12 +33,12 @@ templates:
 
 @pytest.fixture(scope="session")
 def trained_policies(tmp_path_factory: pytest.TempPathFactory, tiny_episodes: list) -> Path:
-    """All four variant x algo policies (one seed, 20 steps), trained once per test run."""
+    """Every variant x algo of train.algos (one seed, 20 steps), trained once per test run."""
     params = parse_params(tiny_params_dict())
     root = tmp_path_factory.mktemp("policies")
     imagined = imagined_from(tiny_episodes[:6], "rephrase")
     for variant in paths.VARIANTS:
-        for algo in paths.ALGOS:
+        for algo in params.train.algos:
             train.train_policies(
                 params,
                 variant,
@@ -152,6 +152,23 @@ def test_the_evaluation_tells_the_scripted_policy_from_random_and_failing_ones(t
     # "failure" fails the first bound, one that always says "success" the other two.
     assert scripted >= 0.85, scripted
     assert random <= 0.45 and never <= 0.05, (random, never)
+
+
+def test_train_algos_picks_the_rows_and_a_decision_transformer_is_scored_like_the_others(
+    tiny_params: Params, tiny_episodes: list
+) -> None:
+    overrides = {"train.algos": ["dt"], "evaluate.episodes": 4, "evaluate.easy_episodes": 4, "evaluate.render": 0}
+    params = with_overrides(tiny_params, overrides)  # the episodes' length: the transformer's timesteps
+    for variant in paths.VARIANTS:
+        train.train_policies(
+            params, variant, "dt", tiny_episodes, [], paths.policy_dir(variant, "dt"), Path("curves") / variant,
+            log_to_mlflow=False,
+        )  # fmt: skip
+    levels = {lv: eps for lv, eps in evaluate.level_episodes(params).items() if lv in ("train", "easy")}
+    results = evaluate.evaluate_policies(params, levels)
+    assert set(results) == {"baseline-dt", "kalm-dt"}  # no bc / cql rows: train.algos names dt only
+    for per_seed in results.values():
+        assert {lv: len(s) for lv, s in per_seed["seed0"].items()} == {"train": 4, "easy": 4}
 
 
 def test_per_level_policies_score_their_own_level_and_the_rephrase_one_the_train_level(

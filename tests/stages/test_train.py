@@ -38,7 +38,9 @@ def write_inputs(episodes: list, imagined: bool = True) -> None:
             write_episodes(paths.imagined_episodes(level), imagined_from(episodes[:6], level))
 
 
-@pytest.mark.parametrize(("variant", "algo"), [("baseline", "bc"), ("kalm", "cql")])
+@pytest.mark.parametrize(
+    ("variant", "algo"), [("baseline", "bc"), ("kalm", "cql"), ("baseline", "bcq"), ("kalm", "dt")]
+)
 def test_train_writes_policies_curves_and_metrics(
     variant: str, algo: str, tiny_params: Params, tiny_episodes: list, mlflow_store: str
 ) -> None:
@@ -55,8 +57,9 @@ def test_train_writes_policies_curves_and_metrics(
         assert (meta["variant"], meta["algo"], meta["seed_index"], meta["steps"]) == (variant, algo, k, 20)
         curve = (paths.train_curves(variant, algo) / f"seed{k}.csv").read_text().splitlines()
         assert curve[0].startswith("step,epoch,") and "loss" in curve[0] and len(curve) == 3
-        if algo == "cql":
+        if algo in ("cql", "bcq"):
             assert "td_loss" in curve[0] and "mean_q" in curve[0]
+        assert meta.get("target_return") == (1.0 if algo == "dt" else None)  # what evaluate asks the transformer
     [run] = mlflow.search_runs(experiment_names=["kalm"], output_format="list")
     assert run.info.run_name == f"train@{variant}-{algo}__repro" and run.data.tags["variant"] == variant
     assert "seed1.loss" in run.data.metrics and run.data.params["train.steps"] == "20"

@@ -1,4 +1,5 @@
-"""d3rlpy algorithms (DiscreteBC, DiscreteCQL) and policy files that are loaded without unpickling anything.
+"""d3rlpy algorithms (DiscreteBC, DiscreteCQL, DiscreteBCQ, DiscreteDecisionTransformer) and policy files loaded
+without unpickling anything.
 
 A policy folder holds ``policy.safetensors`` (the state dicts of the algorithm's networks) and ``policy.json``
 (the d3rlpy config with shapes, as d3rlpy's own JSON, plus our metadata: goal encoder, variant, seed ...).
@@ -25,8 +26,11 @@ CONFIG_FILE = "policy.json"
 FORMAT_VERSION = 1
 
 
-def make_config(algo: str, hp: Mapping[str, Any], hidden: tuple[int, ...]) -> d3rlpy.base.LearnableConfig:
-    """The d3rlpy config of ``algo`` with hyper-parameters ``hp`` and an MLP encoder of ``hidden`` units (ReLU)."""
+def make_config(
+    algo: str, hp: Mapping[str, Any], hidden: tuple[int, ...], max_steps: int
+) -> d3rlpy.base.LearnableConfig:
+    """The d3rlpy config of ``algo`` with hyper-parameters ``hp`` and an MLP encoder of ``hidden`` units (ReLU);
+    ``max_steps`` bounds an episode (the decision transformer's timestep embedding)."""
     encoder = d3rlpy.models.VectorEncoderFactory(hidden_units=list(hidden), activation="relu")
     if algo == "bc":
         return d3rlpy.algos.DiscreteBCConfig(
@@ -40,6 +44,30 @@ def make_config(algo: str, hp: Mapping[str, Any], hidden: tuple[int, ...]) -> d3
             gamma=hp["gamma"],
             n_critics=hp["n_critics"],
             target_update_interval=hp["target_update_interval"],
+            encoder_factory=encoder,
+        )
+    if algo == "bcq":
+        return d3rlpy.algos.DiscreteBCQConfig(
+            batch_size=hp["batch_size"],
+            learning_rate=hp["lr"],
+            gamma=hp["gamma"],
+            n_critics=hp["n_critics"],
+            action_flexibility=hp["action_flexibility"],
+            beta=hp["beta"],
+            target_update_interval=hp["target_update_interval"],
+            encoder_factory=encoder,
+        )
+    if algo == "dt":
+        return d3rlpy.algos.DiscreteDecisionTransformerConfig(
+            batch_size=hp["batch_size"],
+            learning_rate=hp["lr"],
+            context_size=hp["context_size"],
+            max_timestep=max_steps + 1,  # timesteps count from 1
+            num_layers=hp["num_layers"],
+            num_heads=hp["num_heads"],
+            attn_dropout=hp["dropout"],
+            resid_dropout=hp["dropout"],
+            embed_dropout=hp["dropout"],
             encoder_factory=encoder,
         )
     raise ValueError(f"algo: {algo!r} is not one of {', '.join(ALGOS)}")
@@ -121,6 +149,62 @@ def load_policy(folder: str | Path) -> tuple[Any, dict[str, Any]]:
     return algo, meta
 
 
+def is_sequence_model(algo: Any) -> bool:
+    """Whether the policy reads its episode so far (the decision transformer), not only the current observation."""
+    return isinstance(algo, d3rlpy.algos.TransformerAlgoBase)
+
+
 def greedy_actions(algo: Any, observations: np.ndarray) -> np.ndarray:
-    """The policy's greedy action ids for a batch of observations."""
+    """The policy's greedy action ids for a batch of observations (a policy of one step: not a sequence model)."""
     return np.asarray(algo.predict(np.asarray(observations, dtype=np.float32)), dtype=np.int64)
+
+
+class SequenceActor:
+    """Greedy actions of a decision transformer for many episodes stepped together, each asking for
+    ``target_return``: what d3rlpy's ``StatefulTransformerWrapper`` does for one episode (the last
+    ``context_size`` observations, the actions before them with a pad for the current one, returns-to-go and
+    timesteps from 1), in one forward pass per step. Rewards arrive only when a goal is reached, which ends the
+    episode, so every step's return-to-go is the target."""
+
+    def __init__(self, algo: Any, target_return: float):
+        self._algo, self._target = algo, target_return
+        self._history: dict[Any, tuple[list[np.ndarray], list[int]]] = {}
+
+    def act(self, observations: np.ndarray, keys: Any) -> np.ndarray:
+        """Actions for ``observations`` (n, D), row i the next step of the episode named ``keys[i]`` (a new key
+        starts an episode)."""
+        from d3rlpy.algos.transformer.inputs import TorchTransformerInput, TransformerInput
+
+        config = self._algo.config
+        rows = []
+        for obs, key in zip(np.asarray(observations, dtype=np.float32), keys, strict=True):
+            seen, actions = self._history.setdefault(key, ([], []))
+            seen.append(obs)
+            t = len(seen)
+            rows.append(
+                TorchTransformerInput.from_numpy(
+                    TransformerInput(
+                        observations=np.stack(seen),
+                        actions=np.array([*actions, 0], dtype=np.int64),
+                        rewards=np.zeros((t, 1), dtype=np.float32),
+                        returns_to_go=np.full((t, 1), self._target, dtype=np.float32),
+                        timesteps=np.minimum(np.arange(1, t + 1), config.max_timestep),
+                    ),
+                    context_size=config.context_size,
+                    device="cpu:0",
+                )
+            )
+        modules = self._algo.impl.modules
+        modules.set_eval()
+        with torch.no_grad():
+            _, logits = modules.transformer(
+                torch.cat([r.observations for r in rows]),
+                torch.cat([r.actions for r in rows]),
+                torch.cat([r.returns_to_go for r in rows]),
+                torch.cat([r.timesteps for r in rows]),
+                1 - torch.cat([r.masks for r in rows]),
+            )
+        chosen = logits[:, -1].argmax(dim=1).numpy().astype(np.int64)
+        for key, action in zip(keys, chosen, strict=True):
+            self._history[key][1].append(int(action))
+        return chosen

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import d3rlpy
 import numpy as np
-from d3rlpy.dataset import InfiniteBuffer, ReplayBuffer, TransitionMiniBatch
+from d3rlpy.dataset import InfiniteBuffer, ReplayBuffer, TrajectoryMiniBatch, TransitionMiniBatch
 
 from kalm.config import MIXES
 from kalm.data import Episode
@@ -136,6 +136,14 @@ class GoalReplayBuffer(ReplayBuffer):
 
     def sample_transition_batch(self, batch_size: int) -> TransitionMiniBatch:
         return self.batch_from_indices(self.sample_indices(batch_size))
+
+    def sample_trajectory_batch(self, batch_size: int, length: int) -> TrajectoryMiniBatch:
+        """Slices of ``length`` steps ending at transitions drawn as ``sample_indices`` draws them (the imagined
+        share holds for a sequence model too); d3rlpy's slicer pads and computes returns-to-go. A transition's
+        index here is its index in d3rlpy's buffer: both list the episodes' transitions in the same order."""
+        return TrajectoryMiniBatch.from_partial_trajectories(
+            [self._trajectory_slicer(*self.buffer[int(i)], length) for i in self.sample_indices(batch_size)]
+        )
 
 
 def build_buffer(

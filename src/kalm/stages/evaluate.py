@@ -96,13 +96,19 @@ def suite_episodes(suite: Suite, params: Params, index: int) -> list[EvalEpisode
     return make_episodes(list(suite.expand()), n, seed_stream(params.seed, "evaluate.suite", index))
 
 
-def policy_chooser(algo: Any, embeddings: dict[str, np.ndarray]) -> Chooser:
-    """A trained policy's greedy actions: the state followed by the embedding of the episode's instruction."""
-    from kalm.rl.algos import greedy_actions
+def policy_chooser(algo: Any, embeddings: dict[str, np.ndarray], meta: dict[str, Any]) -> Chooser:
+    """A trained policy's greedy actions: the state followed by the embedding of the episode's instruction. A
+    decision transformer also reads its episode so far, so a chooser plays each episode once."""
+    from kalm.rl.algos import SequenceActor, greedy_actions, is_sequence_model
+
+    actor = SequenceActor(algo, meta["target_return"]) if is_sequence_model(algo) else None
 
     def choose(states: np.ndarray, episodes: Sequence[EvalEpisode]) -> np.ndarray:
         goals = np.stack([embeddings[e.instruction] for e in episodes])
-        return greedy_actions(algo, np.concatenate([states, goals], axis=1))
+        observations = np.concatenate([states, goals], axis=1)
+        if actor is not None:
+            return actor.act(observations, [id(e) for e in episodes])
+        return greedy_actions(algo, observations)
 
     return choose
 
@@ -175,7 +181,7 @@ def seed_results(
     results = {}
     for folder in folders:
         algo, meta = load_policy(folder)
-        choose = policy_chooser(algo, embedder.table(meta, texts, folder))
+        choose = policy_chooser(algo, embedder.table(meta, texts, folder), meta)
         results[folder.name] = {level: rollout_success(choose, eps, max_steps) for level, eps in levels.items()}
         log.info("evaluate %s: %s", folder, {lv: s.mean() for lv, s in results[folder.name].items()})
     return results
@@ -196,7 +202,7 @@ def evaluate_policies(
     steps = params.env.max_episode_steps
     results: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for variant in paths.VARIANTS:
-        for algo_name in paths.ALGOS:
+        for algo_name in params.train.algos:
             name = paths.policy_name(variant, algo_name)
             results[name] = {}
             groups = policy_seeds(variant, algo_name)
@@ -211,7 +217,7 @@ def evaluate_policies(
                 if render_dir is None or not params.evaluate.render:
                     continue
                 algo, meta = load_policy(folders[0])
-                choose = policy_chooser(algo, embedder.table(meta, texts, folders[0]))
+                choose = policy_chooser(algo, embedder.table(meta, texts, folders[0]), meta)
                 for level, episodes in own.items():
                     for i, episode in enumerate(episodes[: params.evaluate.render]):
                         out = render_dir / name / f"{level}-{i}.png"
@@ -300,7 +306,7 @@ def write_success_csv(summary: dict[str, Any], levels: Sequence[str], out: Path)
 def run(params: Params) -> dict[str, Any]:
     """Evaluate every variant x algo x seed and write metrics, plot data, the bar chart and episode strips."""
     for variant in paths.VARIANTS:
-        for algo in paths.ALGOS:
+        for algo in params.train.algos:
             policy_seeds(variant, algo)  # fail on missing policies before any work
     if not (paths.GROUNDED_MODEL / "kalm.json").is_file():
         raise FileNotFoundError(f"{paths.GROUNDED_MODEL}: missing (made by `python cli.py ground`)")

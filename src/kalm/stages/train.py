@@ -30,6 +30,7 @@ from kalm.tracking import log_artifact, log_metrics, set_tags, stage_run
 STAGE = "train"
 log = logging.getLogger(__name__)
 MEAN_Q_SAMPLE = 1024
+Q_ALGOS = ("cql", "bcq")  # their learning curves carry the mean Q of the data's actions
 
 
 def policy_seed(seed: int, k: int) -> int:
@@ -85,7 +86,7 @@ def train_policies(
     torch.set_num_threads(params.train.threads)
     quiet_d3rlpy()
     buffer, encoder_meta, n_instructions = goal_buffer(params, variant, real, imagined)
-    evaluators = {"mean_q": mean_q_evaluator(buffer, params.seed)} if algo_name != "bc" else None
+    evaluators = {"mean_q": mean_q_evaluator(buffer, params.seed)} if algo_name in Q_ALGOS else None
     policy_out.mkdir(parents=True)
     curves_out.mkdir(parents=True)
     per_seed: dict[str, dict[str, float]] = {}
@@ -161,7 +162,8 @@ def train_one(
     cfg = params.train
     seed = policy_seed(params.seed, k)
     d3rlpy.seed(seed)
-    config = make_config(algo_name, algo_params(params, algo_name), tuple(cfg.hidden_units))
+    hp = algo_params(params, algo_name)
+    config = make_config(algo_name, hp, tuple(cfg.hidden_units), params.env.max_episode_steps)
     algo = create_algo(config, OBS_DIM + encoder_meta["embedding_dim"])
     factory = MLflowAdapterFactory(prefix=f"seed{k}.", log_to_mlflow=log_to_mlflow)
     start = time.perf_counter()
@@ -173,10 +175,12 @@ def train_one(
         with_timestamp=False,
         logger_adapter=factory,
         show_progress=True,
-        evaluators=evaluators,
+        **({"evaluators": evaluators} if evaluators else {}),  # a transformer's fit takes none
     )
     seconds = time.perf_counter() - start
     meta = {"variant": variant, "algo": algo_name, "seed_index": k, "seed": seed, "steps": steps_done(params)}
+    if "target_return" in hp:  # the decision transformer is asked for it at evaluation
+        meta["target_return"] = hp["target_return"]
     meta |= {**encoder_meta, "state_dim": OBS_DIM}  # grounded: the model's fingerprint, checked by evaluate
     (policy_out / f"seed{k}").mkdir()
     save_policy(algo, policy_out / f"seed{k}", meta)
