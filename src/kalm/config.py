@@ -175,6 +175,9 @@ class DTParams(_Section):
     with their returns-to-go and is asked for ``target_return``."""
 
     batch_size: int = Field(gt=0, description="Trajectory slices per step.")
+    hidden_units: list[int] = Field(
+        min_length=1, description="Its own state encoder MLP, ReLU; the last width is the transformer's."
+    )
     lr: float = Field(gt=0.0, description="AdamW learning rate (warm-up, then cosine decay).")
     context_size: int = Field(gt=0, description="Steps the transformer reads.")
     num_layers: int = Field(gt=0, description="Attention blocks.")

@@ -57,7 +57,8 @@ def make_config(
             target_update_interval=hp["target_update_interval"],
             encoder_factory=encoder,
         )
-    if algo == "dt":
+    if algo == "dt":  # its own encoder: the transformer's cost grows with the square of its width
+        encoder = d3rlpy.models.VectorEncoderFactory(hidden_units=list(hp["hidden_units"]), activation="relu")
         return d3rlpy.algos.DiscreteDecisionTransformerConfig(
             batch_size=hp["batch_size"],
             learning_rate=hp["lr"],
