@@ -83,7 +83,7 @@ def measure(params: Params, algo: str, episodes: list[Episode], levels: dict, em
         policy, meta = load_policy(Path(tmp) / "policy" / "seed0")
     texts = [e.instruction for e in held] + [e.instruction for eps in levels.values() for e in eps]
     embeddings = embedder.table(meta, texts, Path(tmp) / "policy" / "seed0")
-    choose = evaluate.policy_chooser(policy, embeddings, meta)
+    choose = evaluate.policy_chooser(policy, embeddings)
     accuracy, ball_accuracy = heldout_accuracy(policy, held, embeddings)
     row = {"heldout_acc": accuracy, "heldout_ball": ball_accuracy, "train_s": seconds}
     for level in LEVELS:

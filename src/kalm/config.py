@@ -172,7 +172,7 @@ class BCQParams(_Section):
 
 class DTParams(_Section):
     """DiscreteDecisionTransformer hyper-parameters (the paper's DT row): it reads the last ``context_size`` steps
-    with their returns-to-go and is asked for ``target_return``."""
+    with their returns-to-go and is asked, at evaluation, for the goal's success reward."""
 
     batch_size: int = Field(gt=0, description="Trajectory slices per step.")
     hidden_units: list[int] = Field(
@@ -183,7 +183,6 @@ class DTParams(_Section):
     num_layers: int = Field(gt=0, description="Attention blocks.")
     num_heads: int = Field(gt=0, description="Attention heads (must divide the encoder's last width).")
     dropout: float = Field(ge=0.0, lt=1.0, description="Attention, residual and embedding dropout.")
-    target_return: float = Field(description="Return asked for at evaluation (a reached goal pays 1).")
 
 
 class TrainConfig(_Section):

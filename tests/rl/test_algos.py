@@ -42,7 +42,7 @@ def tiny_algo(algo_name: str, tiny_params: Params):
 def actions_of(algo, obs: np.ndarray) -> np.ndarray:
     """Greedy actions for a batch of first steps (a transformer: each row its own new episode)."""
     if is_sequence_model(algo):
-        return SequenceActor(algo, 1.0).act(obs, range(len(obs)))
+        return SequenceActor(algo).act(obs, range(len(obs)), [0.0] * len(obs), [100.0] * len(obs))
     return algo.predict(obs)
 
 
@@ -108,12 +108,17 @@ def test_the_batched_transformer_actor_acts_as_d3rlpys_one_episode_wrapper(tiny_
     rng = np.random.default_rng(3)
     steps = algo.config.context_size + 4  # past the context: the oldest steps drop out
     episodes = 3 * rng.normal(size=(3, steps, OBS)).astype(np.float32)  # untrained: every input moves the argmax
-    actor = SequenceActor(algo, 1.0)
-    batched = np.stack([actor.act(episodes[:, t], ["x", "y", "z"]) for t in range(steps)], axis=1)
+    rewards = rng.choice([0.0, 60.0, -40.0], size=(3, steps))  # rewards move the return still to get
+    rewards[:, 0] = 0.0
+    targets = [100.0, 1.0, 100.0]
+    actor = SequenceActor(algo)
+    batched = np.stack(
+        [actor.act(episodes[:, t], ["x", "y", "z"], rewards[:, t], targets) for t in range(steps)], axis=1
+    )
     greedy = d3rlpy.algos.GreedyTransformerActionSampler()
     for row, steps_of_one in enumerate(episodes):
-        wrapper = algo.as_stateful_wrapper(target_return=1.0, action_sampler=greedy)
-        alone = [int(wrapper.predict(obs, 0.0)) for obs in steps_of_one]
+        wrapper = algo.as_stateful_wrapper(target_return=targets[row], action_sampler=greedy)
+        alone = [int(wrapper.predict(obs, reward)) for obs, reward in zip(steps_of_one, rewards[row], strict=True)]
         assert batched[row].tolist() == alone
     assert len(set(batched.ravel().tolist())) > 3
 

@@ -59,7 +59,6 @@ def test_train_writes_policies_curves_and_metrics(
         assert curve[0].startswith("step,epoch,") and "loss" in curve[0] and len(curve) == 3
         if algo in ("cql", "bcq"):
             assert "td_loss" in curve[0] and "mean_q" in curve[0]
-        assert meta.get("target_return") == (1.0 if algo == "dt" else None)  # what evaluate asks the transformer
     [run] = mlflow.search_runs(experiment_names=["kalm"], output_format="list")
     assert run.info.run_name == f"train@{variant}-{algo}__repro" and run.data.tags["variant"] == variant
     assert "seed1.loss" in run.data.metrics and run.data.params["train.steps"] == "20"

@@ -19,6 +19,7 @@ import torch
 
 from kalm.data.errors import InputFileError
 from kalm.paths import ALGOS
+from kalm.tasks.goals import SUCCESS_REWARD
 from kalm.tasks.world import N_ACTIONS
 
 WEIGHTS_FILE = "policy.safetensors"
@@ -70,6 +71,7 @@ def make_config(
             resid_dropout=hp["dropout"],
             embed_dropout=hp["dropout"],
             encoder_factory=encoder,
+            reward_scaler=d3rlpy.preprocessing.MultiplyRewardScaler(1.0 / SUCCESS_REWARD),  # returns ~1, not ~100
         )
     raise ValueError(f"algo: {algo!r} is not one of {', '.join(ALGOS)}")
 
@@ -161,38 +163,41 @@ def greedy_actions(algo: Any, observations: np.ndarray) -> np.ndarray:
 
 
 class SequenceActor:
-    """Greedy actions of a decision transformer for many episodes stepped together, each asking for
-    ``target_return``: what d3rlpy's ``StatefulTransformerWrapper`` does for one episode (the last
-    ``context_size`` observations, the actions before them with a pad for the current one, returns-to-go and
-    timesteps from 1), in one forward pass per step. Rewards arrive only when a goal is reached, which ends the
-    episode, so every step's return-to-go is the target."""
+    """Greedy actions of a decision transformer for many episodes stepped together: for each, what d3rlpy's
+    ``StatefulTransformerWrapper`` does for one episode (the last ``context_size`` observations, the actions before
+    them with a pad for the current one, the return still to get — the target less the rewards received — and
+    timesteps from 1), in one forward pass per step."""
 
-    def __init__(self, algo: Any, target_return: float):
-        self._algo, self._target = algo, target_return
-        self._history: dict[Any, tuple[list[np.ndarray], list[int]]] = {}
+    def __init__(self, algo: Any):
+        self._algo = algo
+        self._history: dict[Any, tuple[list[np.ndarray], list[int], list[float]]] = {}
 
-    def act(self, observations: np.ndarray, keys: Any) -> np.ndarray:
-        """Actions for ``observations`` (n, D), row i the next step of the episode named ``keys[i]`` (a new key
-        starts an episode)."""
+    def act(self, observations: np.ndarray, keys: Any, rewards: Any, targets: Any) -> np.ndarray:
+        """Actions for ``observations`` (n, D), row i the next step of the episode named ``keys[i]``, which received
+        ``rewards[i]`` on arriving there; a new key starts an episode that asks for the return ``targets[i]``."""
         from d3rlpy.algos.transformer.inputs import TorchTransformerInput, TransformerInput
 
         config = self._algo.config
         rows = []
-        for obs, key in zip(np.asarray(observations, dtype=np.float32), keys, strict=True):
-            seen, actions = self._history.setdefault(key, ([], []))
+        for obs, key, reward, target in zip(
+            np.asarray(observations, dtype=np.float32), keys, rewards, targets, strict=True
+        ):
+            seen, actions, to_go = self._history.setdefault(key, ([], [], []))
             seen.append(obs)
+            to_go.append((to_go[-1] if to_go else float(target)) - float(reward))
             t = len(seen)
             rows.append(
                 TorchTransformerInput.from_numpy(
                     TransformerInput(
                         observations=np.stack(seen),
                         actions=np.array([*actions, 0], dtype=np.int64),
-                        rewards=np.zeros((t, 1), dtype=np.float32),
-                        returns_to_go=np.full((t, 1), self._target, dtype=np.float32),
+                        rewards=np.zeros((t, 1), dtype=np.float32),  # not read by the transformer
+                        returns_to_go=np.array(to_go, dtype=np.float32).reshape(-1, 1),
                         timesteps=np.minimum(np.arange(1, t + 1), config.max_timestep),
                     ),
                     context_size=config.context_size,
                     device="cpu:0",
+                    reward_scaler=config.reward_scaler,
                 )
             )
         modules = self._algo.impl.modules

@@ -96,19 +96,29 @@ def suite_episodes(suite: Suite, params: Params, index: int) -> list[EvalEpisode
     return make_episodes(list(suite.expand()), n, seed_stream(params.seed, "evaluate.suite", index))
 
 
-def policy_chooser(algo: Any, embeddings: dict[str, np.ndarray], meta: dict[str, Any]) -> Chooser:
+def policy_chooser(algo: Any, embeddings: dict[str, np.ndarray]) -> Chooser:
     """A trained policy's greedy actions: the state followed by the embedding of the episode's instruction. A
-    decision transformer also reads its episode so far, so a chooser plays each episode once."""
+    decision transformer also reads its episode so far and the return still to get (it asks for the goal's success
+    reward; each step's reward is the goal's own reward function), so a chooser plays each episode once."""
     from kalm.rl.algos import SequenceActor, greedy_actions, is_sequence_model
 
-    actor = SequenceActor(algo, meta["target_return"]) if is_sequence_model(algo) else None
+    actor = SequenceActor(algo) if is_sequence_model(algo) else None
+    last: dict[int, tuple[Any, np.ndarray, int]] = {}  # episode -> (goal, previous state, previous action)
 
     def choose(states: np.ndarray, episodes: Sequence[EvalEpisode]) -> np.ndarray:
         goals = np.stack([embeddings[e.instruction] for e in episodes])
         observations = np.concatenate([states, goals], axis=1)
-        if actor is not None:
-            return actor.act(observations, [id(e) for e in episodes])
-        return greedy_actions(algo, observations)
+        if actor is None:
+            return greedy_actions(algo, observations)
+        keys = [id(e) for e in episodes]
+        tasks = [last[k][0] if k in last else parse_goal(e.goal) for k, e in zip(keys, episodes, strict=True)]
+        rewards = [
+            goal.reward(last[k][1], last[k][2], state) if k in last else 0.0
+            for k, goal, state in zip(keys, tasks, states, strict=True)
+        ]
+        actions = actor.act(observations, keys, rewards, [goal.success_reward for goal in tasks])
+        last.update({k: (goal, state, int(a)) for k, goal, state, a in zip(keys, tasks, states, actions, strict=True)})
+        return actions
 
     return choose
 
@@ -181,7 +191,7 @@ def seed_results(
     results = {}
     for folder in folders:
         algo, meta = load_policy(folder)
-        choose = policy_chooser(algo, embedder.table(meta, texts, folder), meta)
+        choose = policy_chooser(algo, embedder.table(meta, texts, folder))
         results[folder.name] = {level: rollout_success(choose, eps, max_steps) for level, eps in levels.items()}
         log.info("evaluate %s: %s", folder, {lv: s.mean() for lv, s in results[folder.name].items()})
     return results
@@ -217,7 +227,7 @@ def evaluate_policies(
                 if render_dir is None or not params.evaluate.render:
                     continue
                 algo, meta = load_policy(folders[0])
-                choose = policy_chooser(algo, embedder.table(meta, texts, folders[0]), meta)
+                choose = policy_chooser(algo, embedder.table(meta, texts, folders[0]))
                 for level, episodes in own.items():
                     for i, episode in enumerate(episodes[: params.evaluate.render]):
                         out = render_dir / name / f"{level}-{i}.png"

@@ -179,8 +179,6 @@ def train_one(
     )
     seconds = time.perf_counter() - start
     meta = {"variant": variant, "algo": algo_name, "seed_index": k, "seed": seed, "steps": steps_done(params)}
-    if "target_return" in hp:  # the decision transformer is asked for it at evaluation
-        meta["target_return"] = hp["target_return"]
     meta |= {**encoder_meta, "state_dim": OBS_DIM}  # grounded: the model's fingerprint, checked by evaluate
     (policy_out / f"seed{k}").mkdir()
     save_policy(algo, policy_out / f"seed{k}", meta)

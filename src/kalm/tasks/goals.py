@@ -69,6 +69,9 @@ class Goal:
 
     level: ClassVar[str]
     ends_after_one_step: ClassVar[bool] = False
+    success_reward: ClassVar[float] = (
+        SUCCESS_REWARD  # what reaching the goal pays (a return-conditioned policy's target)
+    )
 
     def is_success(self, prev_obs: np.ndarray, action: int, next_obs: np.ndarray) -> bool:
         raise NotImplementedError
@@ -123,13 +126,14 @@ class MoveGoal(Goal):
     direction: str
     level: ClassVar[str] = "easy"
     ends_after_one_step: ClassVar[bool] = True
+    success_reward: ClassVar[float] = 1.0
 
     def is_success(self, prev_obs: np.ndarray, action: int, next_obs: np.ndarray) -> bool:
         action = int(action)
         return action // 8 == COLOURS.index(self.ball) and action % 8 in MOVE_PUSHES[self.direction]
 
     def reward(self, prev_obs: np.ndarray, action: int, next_obs: np.ndarray) -> float:
-        return 1.0 if self.is_success(prev_obs, action, next_obs) else 0.0
+        return self.success_reward if self.is_success(prev_obs, action, next_obs) else 0.0
 
     def to_spec(self) -> dict[str, Any]:
         return {"type": "move", "ball": self.ball, "direction": self.direction}
