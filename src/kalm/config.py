@@ -225,9 +225,10 @@ class TrainConfig(_Section):
             raise ValueError(f"hidden_units: {self.hidden_units} must all be positive")
         if len(set(self.algos)) != len(self.algos):
             raise ValueError(f"algos: {self.algos} names an algorithm twice")
-        if self.hidden_units[-1] % self.dt.num_heads:
+        if any(u <= 0 for u in self.dt.hidden_units) or self.dt.hidden_units[-1] % self.dt.num_heads:
             raise ValueError(
-                f"dt.num_heads: {self.dt.num_heads} does not divide hidden_units[-1] ({self.hidden_units[-1]})"
+                f"dt.hidden_units: {self.dt.hidden_units} must be positive, the last a multiple of dt.num_heads "
+                f"({self.dt.num_heads}): the transformer's width"
             )
         return self
 

@@ -17,6 +17,7 @@ from kalm.config import Params
 from kalm.data import write_episodes
 from kalm.rl.algos import load_policy
 from kalm.stages import train
+from tests.conftest import repo_params
 
 runner = CliRunner()
 
@@ -137,6 +138,7 @@ def test_kalm_without_imagined_data_exits_1_naming_file_and_stage(tiny_params_fi
         ("mix", "half", "train.mix"),
         ("encoder", "bert-base-cased", "train.encoder: 'bert-base-cased' is not all-minilm-l6-v2"),
         ("steps_per_epoch", 50, "train.steps_per_epoch: 50 is more than steps (20)"),
+        ("dt", {**repo_params()["train"]["dt"], "hidden_units": [126]}, "the last a multiple of dt.num_heads (4)"),
     ],
 )
 def test_bad_train_params_exit_2_before_any_work(tiny_params_file: Path, key: str, value, message: str) -> None:

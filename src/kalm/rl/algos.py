@@ -37,26 +37,19 @@ def make_config(
         return d3rlpy.algos.DiscreteBCConfig(
             batch_size=hp["batch_size"], learning_rate=hp["lr"], beta=hp["beta"], encoder_factory=encoder
         )
-    if algo == "cql":
-        return d3rlpy.algos.DiscreteCQLConfig(
-            batch_size=hp["batch_size"],
-            learning_rate=hp["lr"],
-            alpha=hp["alpha"],
-            gamma=hp["gamma"],
-            n_critics=hp["n_critics"],
-            target_update_interval=hp["target_update_interval"],
-            encoder_factory=encoder,
-        )
-    if algo == "bcq":
+    if algo in ("cql", "bcq"):  # Q-learning: the same optimiser, discount, ensemble and target sync
+        q_learning = {
+            "batch_size": hp["batch_size"],
+            "learning_rate": hp["lr"],
+            "gamma": hp["gamma"],
+            "n_critics": hp["n_critics"],
+            "target_update_interval": hp["target_update_interval"],
+            "encoder_factory": encoder,
+        }
+        if algo == "cql":
+            return d3rlpy.algos.DiscreteCQLConfig(alpha=hp["alpha"], **q_learning)
         return d3rlpy.algos.DiscreteBCQConfig(
-            batch_size=hp["batch_size"],
-            learning_rate=hp["lr"],
-            gamma=hp["gamma"],
-            n_critics=hp["n_critics"],
-            action_flexibility=hp["action_flexibility"],
-            beta=hp["beta"],
-            target_update_interval=hp["target_update_interval"],
-            encoder_factory=encoder,
+            action_flexibility=hp["action_flexibility"], beta=hp["beta"], **q_learning
         )
     if algo == "dt":  # its own encoder: the transformer's cost grows with the square of its width
         encoder = d3rlpy.models.VectorEncoderFactory(hidden_units=list(hp["hidden_units"]), activation="relu")

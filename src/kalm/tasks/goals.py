@@ -69,9 +69,8 @@ class Goal:
 
     level: ClassVar[str]
     ends_after_one_step: ClassVar[bool] = False
-    success_reward: ClassVar[float] = (
-        SUCCESS_REWARD  # what reaching the goal pays (a return-conditioned policy's target)
-    )
+    # What reaching the goal pays: the return a return-conditioned policy (the decision transformer) is asked for.
+    success_reward: ClassVar[float] = SUCCESS_REWARD
 
     def is_success(self, prev_obs: np.ndarray, action: int, next_obs: np.ndarray) -> bool:
         raise NotImplementedError
