@@ -53,7 +53,7 @@ ui: setup
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 --backend-store-uri sqlite:///mlflow.db
 
 # Does this workspace's evaluation (a re-run, e.g. on another CPU model) agree with the committed one? Per figure:
-# inside the committed 95 % interval or not.
+# inside the committed 95 % interval or not (a re-run on other kernels has some outside: RESULTS.md).
 check: setup
 	$(BIN)/python -m kalm.agreement
 

@@ -50,4 +50,5 @@ def test_the_command_reads_the_committed_file_from_git(capsys: pytest.CaptureFix
     assert main([]) == 1
     out = capsys.readouterr().out
     assert "1 of 2 figures inside" in out and "0.600  NO" in out
+    assert "as good as the committed one lands inside 83% of the time" in out  # what one figure outside means
     assert main(["--against", "no-such-rev"]) == 2
